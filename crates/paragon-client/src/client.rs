@@ -1,0 +1,58 @@
+use tower::{Service, ServiceExt};
+
+use paragon_layers::cache::CacheStatus;
+
+use crate::{Error, ParagonRequest, ParagonResponse, Resource, User, UserId};
+
+/// The typed façade business code calls. It works over any service that speaks
+/// [`ParagonRequest`] — the bare [`HttpTransport`](crate::HttpTransport), a stack of
+/// protective layers, or a [`FakeParagon`](crate::testing::FakeParagon) in tests — and
+/// cannot tell which.
+#[derive(Clone, Debug)]
+pub struct ParagonClient<S> {
+    service: S,
+}
+
+/// A user and how the stack produced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fetched<T> {
+    /// The resource.
+    pub value: T,
+    /// Hit, miss or stale.
+    pub cache: CacheStatus,
+}
+
+impl<S> ParagonClient<S>
+where
+    S: Service<ParagonRequest, Response = ParagonResponse, Error = Error> + Clone,
+{
+    /// A client over `service`.
+    pub fn new(service: S) -> Self {
+        ParagonClient { service }
+    }
+
+    /// Sends any request through the stack.
+    pub async fn call(&self, req: ParagonRequest) -> Result<ParagonResponse, Error> {
+        self.service.clone().oneshot(req).await
+    }
+
+    /// `GET /users/{id}`.
+    pub async fn fetch_user(&self, id: &UserId) -> Result<User, Error> {
+        self.fetch_user_with_status(id).await.map(|f| f.value)
+    }
+
+    /// `GET /users/{id}`, with the cache status of the answer.
+    pub async fn fetch_user_with_status(&self, id: &UserId) -> Result<Fetched<User>, Error> {
+        let response = self.call(ParagonRequest::GetUser(id.clone())).await?;
+        match response.resource {
+            Resource::User(user) => Ok(Fetched { value: user, cache: response.cache }),
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::Internal("the stack answered a user request with another resource".into())),
+        }
+    }
+
+    /// The service underneath.
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+}

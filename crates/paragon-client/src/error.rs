@@ -1,0 +1,187 @@
+use std::time::Duration;
+
+use paragon_layers::cache::{CachePolicy, FillAborted};
+use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
+use paragon_layers::rate_limit::{RateLimitCause, RateLimited, UpstreamThrottle};
+
+use crate::{InvalidUserId, UserDecodeError};
+
+/// Everything a ParagoN call can end in, other than an answer.
+///
+/// Messages never contain the API key. Cheap to clone, so one failure can be handed to
+/// every caller waiting on the same fill.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The id is not valid; nothing was sent.
+    #[error("invalid user id: {0}")]
+    InvalidId(#[from] InvalidUserId),
+    /// ParagoN says there is no such user (404).
+    #[error("ParagoN has no such user")]
+    NotFound,
+    /// ParagoN's own rate limit (429), with its `Retry-After`.
+    #[error("ParagoN is rate limiting us; retry after {}s", retry_after.as_secs())]
+    UpstreamRateLimited {
+        /// From `Retry-After` (seconds or an HTTP date) or the rate-limit headers.
+        retry_after: Duration,
+    },
+    /// ParagoN answered with a status that is neither success nor one of the above.
+    #[error("ParagoN answered with status {status}")]
+    UpstreamStatus {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// ParagoN did not answer completely within the request timeout.
+    #[error("ParagoN did not answer within {}ms", timeout.as_millis())]
+    Timeout {
+        /// The timeout in force.
+        timeout: Duration,
+    },
+    /// No connection to ParagoN could be made.
+    #[error("cannot connect to ParagoN: {0}")]
+    Connect(String),
+    /// The connection failed while the answer was being sent.
+    #[error("the connection to ParagoN failed: {0}")]
+    Transport(String),
+    /// The answer was not a valid document for the request.
+    #[error("ParagoN sent a malformed answer: {0}")]
+    Malformed(#[from] UserDecodeError),
+    /// The answer was larger than allowed; reading stopped at the limit.
+    #[error("ParagoN's answer is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// `max_response_bytes`.
+        limit: usize,
+    },
+    /// Our own rate limiter refused the call (budget spent, or ParagoN's 429 pause).
+    #[error("rate limited; retry after {}ms", .0.retry_after.as_millis())]
+    RateLimited(#[from] RateLimited),
+    /// The circuit breaker is open; nothing was sent.
+    #[error("circuit open: ParagoN is failing; retry after {}ms", .0.retry_after.as_millis())]
+    CircuitOpen(#[from] CircuitOpen),
+    /// A shared fill ended without an answer (its task was cancelled).
+    #[error("the shared request ended without an answer")]
+    FillAborted(#[from] FillAborted),
+    /// The stack answered something that does not match the request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The time after which a retry may succeed, for the errors that have one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::UpstreamRateLimited { retry_after } => Some(*retry_after),
+            Error::RateLimited(r) => Some(r.retry_after),
+            Error::CircuitOpen(c) => Some(c.retry_after),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a failure of ParagoN itself (what the breaker counts).
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::UpstreamStatus { status: 500.. }
+                | Error::Timeout { .. }
+                | Error::Connect(_)
+                | Error::Transport(_)
+                | Error::Malformed(_)
+                | Error::BodyTooLarge { .. }
+        )
+    }
+
+    /// A short, stable name of the kind, for metrics labels and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidId(_) => "invalid_id",
+            Error::NotFound => "not_found",
+            Error::UpstreamRateLimited { .. } => "upstream_rate_limited",
+            Error::UpstreamStatus { .. } => "upstream_status",
+            Error::Timeout { .. } => "timeout",
+            Error::Connect(_) => "connect",
+            Error::Transport(_) => "transport",
+            Error::Malformed(_) => "malformed",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::RateLimited(r) if r.cause == RateLimitCause::UpstreamPause => "upstream_pause",
+            Error::RateLimited(_) => "rate_limited",
+            Error::CircuitOpen(_) => "circuit_open",
+            Error::FillAborted(_) => "fill_aborted",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+impl Classify for Error {
+    fn verdict(&self) -> Verdict {
+        if self.is_upstream_failure() {
+            Verdict::Failure
+        } else {
+            match self {
+                // ParagoN answered properly: it is up.
+                Error::NotFound | Error::UpstreamStatus { .. } => Verdict::Success,
+                _ => Verdict::Ignore,
+            }
+        }
+    }
+}
+
+impl UpstreamThrottle for Error {
+    fn upstream_retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::UpstreamRateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+impl CachePolicy for Error {
+    fn is_negative(&self) -> bool {
+        matches!(self, Error::NotFound)
+    }
+
+    fn serve_stale(&self) -> bool {
+        !matches!(self, Error::NotFound | Error::InvalidId(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_counts_exactly_the_contract_failures() {
+        let failures = [
+            Error::UpstreamStatus { status: 500 },
+            Error::UpstreamStatus { status: 503 },
+            Error::Timeout { timeout: Duration::from_secs(2) },
+            Error::Connect("refused".into()),
+            Error::Transport("reset".into()),
+            Error::Malformed(UserDecodeError::NotObject),
+            Error::BodyTooLarge { limit: 10 },
+        ];
+        for e in failures {
+            assert_eq!(e.verdict(), Verdict::Failure, "{e:?}");
+        }
+        let never = [
+            Error::NotFound,
+            Error::UpstreamStatus { status: 400 },
+            Error::UpstreamStatus { status: 401 },
+            Error::UpstreamRateLimited { retry_after: Duration::from_secs(2) },
+            Error::RateLimited(RateLimited { retry_after: Duration::from_secs(1), cause: RateLimitCause::Budget }),
+            Error::CircuitOpen(CircuitOpen { retry_after: Duration::from_secs(1) }),
+        ];
+        for e in never {
+            assert_ne!(e.verdict(), Verdict::Failure, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn only_paragons_429_pauses_the_limiter() {
+        let e = Error::UpstreamRateLimited { retry_after: Duration::from_secs(2) };
+        assert_eq!(e.upstream_retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(Error::NotFound.upstream_retry_after(), None);
+        assert!(Error::NotFound.is_negative());
+        assert!(!Error::NotFound.serve_stale());
+        assert!(Error::Connect(String::new()).serve_stale());
+    }
+}

@@ -1,0 +1,62 @@
+use std::borrow::Cow;
+
+use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink};
+
+use crate::{User, UserId};
+
+/// A request to ParagoN. New endpoints are new variants; no layer needs to change.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ParagonRequest {
+    /// `GET /users/{id}`.
+    GetUser(UserId),
+}
+
+impl ParagonRequest {
+    /// The upstream path, relative to the base URL (ids are always one safe segment).
+    pub fn path(&self) -> String {
+        match self {
+            ParagonRequest::GetUser(id) => format!("/users/{id}"),
+        }
+    }
+}
+
+impl CacheKey for ParagonRequest {
+    type Key = ParagonRequest;
+
+    #[inline]
+    fn cache_key(&self) -> Cow<'_, ParagonRequest> {
+        Cow::Borrowed(self)
+    }
+}
+
+/// A resource ParagoN sent.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Resource {
+    /// A user document.
+    User(User),
+}
+
+/// ParagoN's answer, with how the stack produced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParagonResponse {
+    /// The resource.
+    pub resource: Resource,
+    /// Hit, miss or stale, when a cache is in the stack; [`CacheStatus::Miss`] otherwise.
+    pub cache: CacheStatus,
+}
+
+impl ParagonResponse {
+    /// A fresh answer from the upstream.
+    pub fn new(resource: Resource) -> Self {
+        ParagonResponse { resource, cache: CacheStatus::Miss }
+    }
+}
+
+impl CacheStatusSink for ParagonResponse {
+    #[inline]
+    fn set_cache_status(&mut self, status: CacheStatus) {
+        self.cache = status;
+    }
+}

@@ -1,0 +1,362 @@
+//! The bottom of every stack: ParagoN over HTTP (reqwest with rustls, pooled connections).
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
+use http::HeaderValue;
+use tower::Service;
+use url::Url;
+
+use crate::{Error, ParagonRequest, ParagonResponse, Resource, User};
+
+/// A secret that never prints.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// The key itself; only for building the request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+/// Settings of the HTTP transport.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// ParagoN's base URL (`http` or `https`), without query or fragment.
+    pub base_url: Url,
+    /// Sent as `Authorization: Bearer …` when not empty.
+    pub api_key: ApiKey,
+    /// Limit on the whole request, body included.
+    pub timeout: Duration,
+    /// Limit on establishing the connection.
+    pub connect_timeout: Duration,
+    /// Largest body accepted; reading stops as soon as it is exceeded.
+    pub max_response_bytes: usize,
+}
+
+impl TransportConfig {
+    /// The documented defaults for `base_url`: 2 s timeout, 500 ms connect timeout, 1 MiB bodies.
+    pub fn new(base_url: Url) -> Self {
+        TransportConfig {
+            base_url,
+            api_key: ApiKey::default(),
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            max_response_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a transport cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The base URL is not usable.
+    #[error("upstream.base_url: {0}")]
+    BaseUrl(String),
+    /// The API key cannot be sent in a header.
+    #[error("upstream.api_key: the key holds characters that cannot be sent in a header")]
+    ApiKey,
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+struct Inner {
+    client: reqwest::Client,
+    base: Url,
+    auth: Option<HeaderValue>,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+/// The real ParagoN client as a [`tower::Service`]: one HTTP GET per request.
+#[derive(Clone)]
+pub struct HttpTransport {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTransport").field("base_url", &self.inner.base.as_str()).finish()
+    }
+}
+
+/// Checks that `url` can serve as ParagoN's base URL.
+pub fn check_base_url(url: &Url) -> Result<(), String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme must be http or https, not {:?}", url.scheme()));
+    }
+    if url.host().is_none() {
+        return Err("the URL has no host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the URL may not have a query or fragment".into());
+    }
+    if url.cannot_be_a_base() {
+        return Err("the URL cannot be a base".into());
+    }
+    Ok(())
+}
+
+impl HttpTransport {
+    /// Builds the transport and its connection pool.
+    pub fn new(config: TransportConfig) -> Result<Self, TransportError> {
+        check_base_url(&config.base_url).map_err(TransportError::BaseUrl)?;
+        let auth = if config.api_key.is_empty() {
+            None
+        } else {
+            let mut v = HeaderValue::from_str(&format!("Bearer {}", config.api_key.expose()))
+                .map_err(|_| TransportError::ApiKey)?;
+            v.set_sensitive(true);
+            Some(v)
+        };
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| TransportError::Client(e.without_url().to_string()))?;
+        Ok(HttpTransport {
+            inner: Arc::new(Inner {
+                client,
+                base: config.base_url,
+                auth,
+                timeout: config.timeout,
+                max_response_bytes: config.max_response_bytes,
+            }),
+        })
+    }
+
+    /// The URL a request goes to.
+    pub fn url_for(&self, req: &ParagonRequest) -> Url {
+        let mut url = self.inner.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty();
+            match req {
+                ParagonRequest::GetUser(id) => {
+                    segments.push("users").push(id.as_str());
+                }
+            }
+        }
+        url
+    }
+}
+
+impl Service<ParagonRequest> for HttpTransport {
+    type Response = ParagonResponse;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<ParagonResponse, Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ParagonRequest) -> Self::Future {
+        let url = self.url_for(&req);
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let mut builder = inner.client.get(url).header(http::header::ACCEPT, "application/json");
+            if let Some(auth) = &inner.auth {
+                builder = builder.header(AUTHORIZATION, auth.clone());
+            }
+            let response = builder.send().await.map_err(|e| map_error(e, inner.timeout))?;
+            let status = response.status().as_u16();
+            match status {
+                200 => {
+                    let body = read_limited(response, inner.max_response_bytes, inner.timeout).await?;
+                    match &req {
+                        ParagonRequest::GetUser(id) => {
+                            let user = User::decode(id, body)?;
+                            Ok(ParagonResponse::new(Resource::User(user)))
+                        }
+                    }
+                }
+                404 => Err(Error::NotFound),
+                429 => Err(Error::UpstreamRateLimited {
+                    retry_after: retry_after(response.headers(), SystemTime::now()),
+                }),
+                _ => Err(Error::UpstreamStatus { status }),
+            }
+        })
+    }
+}
+
+fn map_error(e: reqwest::Error, timeout: Duration) -> Error {
+    if e.is_timeout() {
+        Error::Timeout { timeout }
+    } else if e.is_connect() {
+        Error::Connect(describe(&e))
+    } else {
+        Error::Transport(describe(&e))
+    }
+}
+
+/// The error and its causes, without the URL.
+fn describe(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut text = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    if text.is_empty() {
+        text = if e.is_body() || e.is_decode() { "the body ended early".into() } else { "request failed".into() };
+    }
+    text
+}
+
+/// Reads the body, refusing it as soon as it passes `limit` bytes.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Error> {
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(response.content_length().map_or(1024, |l| l as usize));
+    while let Some(chunk) = response.chunk().await.map_err(|e| map_error(e, timeout))? {
+        if body.len() + chunk.len() > limit {
+            return Err(Error::BodyTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Longest pause honoured from one 429, so a bogus header cannot stop us for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long ParagoN asks us to wait after a 429: `Retry-After` (seconds or an HTTP date),
+/// else `RateLimit-Reset`, the `t=`/`reset=` parameter of `RateLimit`, or
+/// `X-RateLimit-Reset` (seconds, or a Unix time); one second when none says. Capped at
+/// [`MAX_RETRY_AFTER`].
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let secs = |s: &str| s.parse::<u64>().ok().map(Duration::from_secs);
+    let from_retry_after = text(RETRY_AFTER.as_str()).and_then(|v| {
+        secs(v).or_else(|| {
+            httpdate::parse_http_date(v).ok().map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
+        })
+    });
+    let from_ratelimit = || {
+        text("ratelimit-reset").and_then(secs).or_else(|| {
+            text("ratelimit").and_then(|v| {
+                v.split([';', ',']).map(str::trim).find_map(|p| {
+                    p.strip_prefix("t=").or_else(|| p.strip_prefix("reset=")).and_then(secs)
+                })
+            })
+        })
+    };
+    let from_x = || {
+        text("x-ratelimit-reset").and_then(secs).map(|d| {
+            // Large values are Unix times, small ones are delays.
+            if d.as_secs() > 1_000_000_000 {
+                let epoch = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                d.saturating_sub(epoch)
+            } else {
+                d
+            }
+        })
+    };
+    from_retry_after
+        .or_else(from_ratelimit)
+        .or_else(from_x)
+        .unwrap_or(Duration::from_secs(1))
+        .min(MAX_RETRY_AFTER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after(&headers(&[("retry-after", "2")]), now), Duration::from_secs(2));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after(&headers(&[("retry-after", &date)]), now), Duration::from_secs(30));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after(&headers(&[("retry-after", &past)]), now), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_falls_back_to_rate_limit_headers() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after(&headers(&[("ratelimit-reset", "7")]), now), Duration::from_secs(7));
+        assert_eq!(
+            retry_after(&headers(&[("ratelimit", "\"default\";r=0;t=9")]), now),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            retry_after(&headers(&[("ratelimit", "limit=100, remaining=0, reset=4")]), now),
+            Duration::from_secs(4)
+        );
+        assert_eq!(retry_after(&headers(&[("x-ratelimit-reset", "1700000012")]), now), Duration::from_secs(12));
+        assert_eq!(retry_after(&headers(&[("x-ratelimit-reset", "3")]), now), Duration::from_secs(3));
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), Duration::from_secs(1));
+        assert_eq!(retry_after(&headers(&[("retry-after", "999999999")]), now), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn urls_are_one_segment_under_the_base() {
+        let t = HttpTransport::new(TransportConfig::new(Url::parse("http://h:1/api/v2/").unwrap())).unwrap();
+        let id = crate::UserId::parse("a.b~c").unwrap();
+        assert_eq!(t.url_for(&ParagonRequest::GetUser(id)).as_str(), "http://h:1/api/v2/users/a.b~c");
+        let t = HttpTransport::new(TransportConfig::new(Url::parse("http://h:1").unwrap())).unwrap();
+        let id = crate::UserId::parse("...").unwrap();
+        assert_eq!(t.url_for(&ParagonRequest::GetUser(id)).as_str(), "http://h:1/users/...");
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        for bad in ["ftp://h/", "http://h/?q=1", "http://h/#f", "mailto:x@y"] {
+            let url = Url::parse(bad).unwrap();
+            assert!(check_base_url(&url).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn api_key_never_prints() {
+        let k = ApiKey::new("sk-live-123");
+        assert!(!format!("{k:?}").contains("sk-live"));
+        let cfg = TransportConfig { api_key: k, ..TransportConfig::new(Url::parse("http://h/").unwrap()) };
+        assert!(!format!("{cfg:?}").contains("sk-live"));
+    }
+}

@@ -1,0 +1,79 @@
+//! A TTL cache layer with single-flight fills, `stale_if_error` and negative caching.
+//!
+//! - A fresh entry is answered from memory: the inner service is not called, so a hit
+//!   costs no rate-limit budget and never touches a circuit breaker below.
+//! - Concurrent misses for one key share one fill: the first starts it on its own task,
+//!   the others wait for it, and a caller that gives up does not cancel it for the rest.
+//! - Only successful answers are stored, plus "does not exist" answers when
+//!   `negative_ttl` is set ([`CachePolicy::is_negative`]). Failures are never stored.
+//! - When a fill fails in a way the upstream could not answer
+//!   ([`CachePolicy::serve_stale`]) and an expired entry is still within
+//!   `stale_if_error`, that entry is answered with [`CacheStatus::Stale`].
+//!
+//! The request names its key through [`CacheKey`]; the response learns how it was
+//! answered through [`CacheStatusSink`].
+//!
+//! # Layout
+//! `layer.rs` configuration and the layer, `service.rs` the service and fills,
+//! `freshness.rs` the pure freshness rule, `store.rs` the bounded sharded table,
+//! `error.rs` the error of a fill that never finished.
+
+mod error;
+pub mod freshness;
+mod layer;
+mod service;
+mod store;
+
+pub use error::FillAborted;
+pub use layer::{CacheConfig, CacheLayer};
+pub use service::{Cache, CacheHandle, CacheStats};
+
+use std::borrow::Cow;
+use std::hash::Hash;
+
+/// A request that names the cache key of its answer.
+pub trait CacheKey {
+    /// The key type; cheap to hash and compare.
+    type Key: Hash + Eq + Clone + Send + Sync + 'static;
+
+    /// The key of this request (borrowed where the request is its own key).
+    fn cache_key(&self) -> Cow<'_, Self::Key>;
+}
+
+/// How an answer was produced, as seen by the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum CacheStatus {
+    /// Served from a fresh entry.
+    Hit,
+    /// Fetched from the inner service (or no cache in the stack).
+    #[default]
+    Miss,
+    /// The inner service could not answer; an expired entry within `stale_if_error` was served.
+    Stale,
+}
+
+impl CacheStatus {
+    /// `HIT`, `MISS` or `STALE`, as in an `x-cache` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+        }
+    }
+}
+
+/// A response that can carry its [`CacheStatus`].
+pub trait CacheStatusSink {
+    /// Records how this response was produced.
+    fn set_cache_status(&mut self, status: CacheStatus);
+}
+
+/// What the cache may do with an error of the inner service.
+pub trait CachePolicy {
+    /// A definitive "does not exist" answer, cached for `negative_ttl` when that is set.
+    fn is_negative(&self) -> bool;
+    /// The upstream could not answer (failure, breaker open, rate limited): a stale entry
+    /// may be served instead.
+    fn serve_stale(&self) -> bool;
+}

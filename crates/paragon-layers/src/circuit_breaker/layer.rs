@@ -1,0 +1,97 @@
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::service::{BreakerHandle, CircuitBreaker, Shared};
+use super::state_machine::Transition;
+use crate::{Clock, ConfigError};
+
+/// Validated breaker settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open it; 0 turns this rule off.
+    pub failure_threshold: u32,
+    /// Share of failed calls in `window` that opens it, in `0.0..=1.0`; 0 turns it off.
+    pub failure_rate: f64,
+    /// Span of the failure-rate window.
+    pub window: Duration,
+    /// Calls needed in `window` before `failure_rate` applies.
+    pub minimum_calls: u32,
+    /// How long it stays open before half-open.
+    pub open_for: Duration,
+    /// Probes admitted at once while half-open.
+    pub half_open_max_calls: NonZeroU32,
+    /// A call slower than this counts as a failure; `None` turns this off.
+    pub slow_call: Option<Duration>,
+}
+
+impl Default for BreakerConfig {
+    /// The documented defaults: 5 consecutive failures, rate off, 10 s window, 20 minimum
+    /// calls, open for 60 s, 1 probe, slow calls off.
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            failure_rate: 0.0,
+            window: Duration::from_secs(10),
+            minimum_calls: 20,
+            open_for: Duration::from_secs(60),
+            half_open_max_calls: NonZeroU32::MIN,
+            slow_call: None,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// Checks the values that the field types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.failure_rate) || self.failure_rate.is_nan() {
+            return Err(ConfigError::new("failure_rate", "must be between 0 and 1"));
+        }
+        if self.failure_rate > 0.0 && self.window.is_zero() {
+            return Err(ConfigError::new("window", "must be longer than zero"));
+        }
+        if self.open_for.is_zero() {
+            return Err(ConfigError::new("open_for", "must be longer than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Wraps a service in a [`CircuitBreaker`]. Every service made by one layer shares one
+/// breaker.
+#[derive(Clone)]
+pub struct CircuitBreakerLayer {
+    shared: Arc<Shared>,
+}
+
+impl CircuitBreakerLayer {
+    /// A closed breaker. Use [`BreakerConfig::validate`] first on settings from outside.
+    pub fn new(config: BreakerConfig, clock: Clock) -> Self {
+        Self::with_listener(config, clock, |_| {})
+    }
+
+    /// A closed breaker that calls `on_transition` on every change of state (for logs
+    /// and metrics). The callback runs under the breaker's state lock: keep it short.
+    pub fn with_listener(
+        config: BreakerConfig,
+        clock: Clock,
+        on_transition: impl Fn(Transition) + Send + Sync + 'static,
+    ) -> Self {
+        CircuitBreakerLayer { shared: Arc::new(Shared::new(config, clock, Box::new(on_transition))) }
+    }
+
+    /// A handle to read and force the breaker.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle::new(self.shared.clone())
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker::new(inner, self.shared.clone())
+    }
+}

@@ -1,0 +1,101 @@
+//! Generic [tower] middleware that protects calls to a third-party API.
+//!
+//! Three layers, each usable on any [`tower::Service`] whose request can name a cache key
+//! and whose error can say what kind of failure it is:
+//!
+//! - [`cache`] — TTL cache with a size bound, single-flight fills that survive the
+//!   cancellation of the caller that started them, `stale_if_error` and negative caching;
+//! - [`rate_limit`] — a GCRA budget of `max_requests` per `window` with `burst`, optional
+//!   waiting up to `max_wait`, and a pause of every call when the upstream answers 429;
+//! - [`circuit_breaker`] — consecutive-failure and failure-rate trips, slow calls,
+//!   open → half-open → closed with a bounded number of probes.
+//!
+//! # Layout
+//!
+//! Each layer lives in its own folder: `layer.rs` holds the validated configuration,
+//! `service.rs` the runtime state, a pure core (`freshness.rs`, `gcra.rs`,
+//! `state_machine.rs`) takes `now` as an argument and does no I/O, and `error.rs` the
+//! layer's own rejection type. Time comes only from a [`Clock`], so tests run on paused
+//! tokio time or a manual clock and are exact.
+//!
+//! # Composing
+//!
+//! The order that gives the documented semantics, outermost first, is
+//! cache → circuit breaker → rate limiter → the real client:
+//!
+//! ```
+//! use std::{borrow::Cow, time::Duration};
+//! use paragon_layers::{Clock, cache::*, circuit_breaker::*, rate_limit::*};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! // Any request that names its key, any response that takes a cache status, any error
+//! // that says what it means for each layer.
+//! #[derive(Clone, PartialEq, Eq, Hash)]
+//! struct Get(String);
+//! impl CacheKey for Get {
+//!     type Key = Get;
+//!     fn cache_key(&self) -> Cow<'_, Get> { Cow::Borrowed(self) }
+//! }
+//! #[derive(Clone)]
+//! struct Doc(String, CacheStatus);
+//! impl CacheStatusSink for Doc { fn set_cache_status(&mut self, s: CacheStatus) { self.1 = s } }
+//! #[derive(Clone, Debug)]
+//! enum Fail { Upstream, Limited(RateLimited), Open(CircuitOpen), Aborted }
+//! impl From<RateLimited> for Fail { fn from(e: RateLimited) -> Self { Fail::Limited(e) } }
+//! impl From<CircuitOpen> for Fail { fn from(e: CircuitOpen) -> Self { Fail::Open(e) } }
+//! impl From<FillAborted> for Fail { fn from(_: FillAborted) -> Self { Fail::Aborted } }
+//! impl CachePolicy for Fail {
+//!     fn is_negative(&self) -> bool { false }
+//!     fn serve_stale(&self) -> bool { true }
+//! }
+//! impl Classify for Fail {
+//!     fn verdict(&self) -> Verdict {
+//!         if matches!(self, Fail::Upstream) { Verdict::Failure } else { Verdict::Ignore }
+//!     }
+//! }
+//! impl UpstreamThrottle for Fail {
+//!     fn upstream_retry_after(&self) -> Option<Duration> { None }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let clock = Clock::tokio();
+//! let upstream = tower::service_fn(|Get(id): Get| async move {
+//!     Ok::<_, Fail>(Doc(format!("document {id}"), CacheStatus::Miss))
+//! });
+//! let cache = CacheLayer::new(CacheConfig::new(Duration::from_secs(300), 100_000), clock.clone());
+//! let stack = ServiceBuilder::new()
+//!     .layer(cache)
+//!     .layer(CircuitBreakerLayer::new(BreakerConfig::default(), clock.clone()))
+//!     .layer(RateLimitLayer::memory(RateLimitConfig::new(100, Duration::from_secs(60)).unwrap(), clock))
+//!     .service(upstream);
+//! let first = stack.clone().oneshot(Get("a".into())).await.unwrap();
+//! let second = stack.clone().oneshot(Get("a".into())).await.unwrap();
+//! assert_eq!((first.1, second.1), (CacheStatus::Miss, CacheStatus::Hit));
+//! # });
+//! ```
+//!
+//! [tower]: https://docs.rs/tower
+
+pub mod cache;
+pub mod circuit_breaker;
+mod clock;
+pub mod rate_limit;
+
+pub use clock::{Clock, Timestamp};
+
+/// A layer setting that cannot be used, naming the setting.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// The setting, as named in the layer's config type.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError { field, message: message.into() }
+    }
+}

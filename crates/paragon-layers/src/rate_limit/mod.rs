@@ -1,0 +1,34 @@
+//! A rate-limit layer: a GCRA budget shared by every call, and a pause of all calls when
+//! the upstream answers 429.
+//!
+//! - A budget of `max_requests` per `window`, `burst` of them at once ([`gcra`]).
+//! - Over budget, a call waits up to `max_wait` for a reserved slot; otherwise it fails at
+//!   once with [`RateLimited`] carrying the time after which a call would be admitted.
+//! - When the inner service reports the upstream's own 429
+//!   ([`UpstreamThrottle::upstream_retry_after`]), every call is refused until its
+//!   `Retry-After` has passed.
+//! - The state lives in a [`RateStore`]: [`MemoryStore`] for one process; a shared store
+//!   gives one budget to a fleet.
+//!
+//! # Layout
+//! `layer.rs` configuration and the layer, `service.rs` the service, `gcra.rs` the pure
+//! step, `store.rs` the store trait and the memory store, `error.rs` the rejection.
+
+mod error;
+pub mod gcra;
+mod layer;
+mod service;
+mod store;
+
+pub use error::{RateLimitCause, RateLimited};
+pub use layer::{RateLimitConfig, RateLimitLayer};
+pub use service::{RateLimit, RateLimitHandle, RateLimitStats};
+pub use store::{Acquire, BudgetState, MemoryStore, RateStore};
+
+use std::time::Duration;
+
+/// An error that may carry the upstream's own "too many requests" answer.
+pub trait UpstreamThrottle {
+    /// The upstream's `Retry-After` when this error is its 429, else `None`.
+    fn upstream_retry_after(&self) -> Option<Duration>;
+}

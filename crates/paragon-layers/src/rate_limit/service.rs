@@ -1,0 +1,181 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tower::Service;
+
+use super::gcra::Gcra;
+use super::layer::RateLimitConfig;
+use super::store::{Acquire, BudgetState, RateStore};
+use super::{RateLimitCause, RateLimited, UpstreamThrottle};
+use crate::Clock;
+
+pub(crate) struct Shared<St> {
+    config: RateLimitConfig,
+    gcra: Gcra,
+    store: St,
+    clock: Clock,
+    admitted: AtomicU64,
+    rejected_budget: AtomicU64,
+    rejected_pause: AtomicU64,
+    upstream_429: AtomicU64,
+}
+
+impl<St> Shared<St> {
+    pub(crate) fn new(config: RateLimitConfig, store: St, clock: Clock) -> Self {
+        Shared {
+            gcra: config.gcra(),
+            config,
+            store,
+            clock,
+            admitted: AtomicU64::new(0),
+            rejected_budget: AtomicU64::new(0),
+            rejected_pause: AtomicU64::new(0),
+            upstream_429: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<St: RateStore> Shared<St> {
+    /// Waits for a slot or says why there is none.
+    async fn admit(&self) -> Result<(), RateLimited> {
+        let max_wait = self.config.max_wait;
+        // At most two rounds: a pause short enough to wait out, then the budget.
+        for _ in 0..2 {
+            match self.store.acquire(&self.gcra, max_wait).await {
+                Acquire::Admit { wait } => {
+                    if !wait.is_zero() {
+                        self.clock.sleep(wait).await;
+                    }
+                    self.admitted.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Acquire::OverBudget { retry_after } => {
+                    self.rejected_budget.fetch_add(1, Ordering::Relaxed);
+                    return Err(RateLimited { retry_after, cause: RateLimitCause::Budget });
+                }
+                Acquire::Paused { retry_after } if retry_after <= max_wait => {
+                    self.clock.sleep(retry_after).await;
+                }
+                Acquire::Paused { retry_after } => {
+                    self.rejected_pause.fetch_add(1, Ordering::Relaxed);
+                    return Err(RateLimited { retry_after, cause: RateLimitCause::UpstreamPause });
+                }
+            }
+        }
+        self.rejected_pause.fetch_add(1, Ordering::Relaxed);
+        Err(RateLimited { retry_after: Duration::from_secs(1), cause: RateLimitCause::UpstreamPause })
+    }
+}
+
+/// The rate-limit service; see the [module docs](super).
+pub struct RateLimit<S, St> {
+    inner: S,
+    shared: Arc<Shared<St>>,
+}
+
+impl<S: Clone, St> Clone for RateLimit<S, St> {
+    fn clone(&self) -> Self {
+        RateLimit { inner: self.inner.clone(), shared: self.shared.clone() }
+    }
+}
+
+impl<S, St> RateLimit<S, St> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
+        RateLimit { inner, shared }
+    }
+}
+
+impl<S, St, Req> Service<Req> for RateLimit<S, St>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: From<RateLimited> + UpstreamThrottle + Send,
+    St: RateStore,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        // The ready inner service goes with this call; a fresh clone stays for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            shared.admit().await.map_err(S::Error::from)?;
+            let result = inner.call(req).await;
+            if let Err(e) = &result {
+                if let Some(retry_after) = e.upstream_retry_after() {
+                    shared.upstream_429.fetch_add(1, Ordering::Relaxed);
+                    shared.store.pause_for(retry_after).await;
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Counters of one limiter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitStats {
+    /// Calls let through.
+    pub admitted: u64,
+    /// Calls refused because the budget was spent.
+    pub rejected_budget: u64,
+    /// Calls refused during the upstream's 429 pause.
+    pub rejected_pause: u64,
+    /// 429 answers seen from the upstream.
+    pub upstream_429: u64,
+}
+
+/// Reads the state of a limiter while it serves.
+pub struct RateLimitHandle<St> {
+    shared: Arc<Shared<St>>,
+}
+
+impl<St> Clone for RateLimitHandle<St> {
+    fn clone(&self) -> Self {
+        RateLimitHandle { shared: self.shared.clone() }
+    }
+}
+
+impl<St: RateStore> RateLimitHandle<St> {
+    pub(crate) fn new(shared: Arc<Shared<St>>) -> Self {
+        RateLimitHandle { shared }
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> RateLimitStats {
+        let s = &self.shared;
+        RateLimitStats {
+            admitted: s.admitted.load(Ordering::Relaxed),
+            rejected_budget: s.rejected_budget.load(Ordering::Relaxed),
+            rejected_pause: s.rejected_pause.load(Ordering::Relaxed),
+            upstream_429: s.upstream_429.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The budget now.
+    pub async fn budget(&self) -> BudgetState {
+        self.shared.store.state(&self.shared.gcra).await
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.shared.config
+    }
+
+    /// The store behind this limiter.
+    pub fn store(&self) -> &St {
+        &self.shared.store
+    }
+}
