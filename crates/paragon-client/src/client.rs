@@ -45,9 +45,14 @@ where
     pub async fn fetch_user_with_status(&self, id: &UserId) -> Result<Fetched<User>, Error> {
         let response = self.call(ParagonRequest::GetUser(id.clone())).await?;
         match response.resource {
-            Resource::User(user) => Ok(Fetched { value: user, cache: response.cache }),
+            Resource::User(user) => Ok(Fetched {
+                value: user,
+                cache: response.cache,
+            }),
             #[allow(unreachable_patterns)]
-            _ => Err(Error::Internal("the stack answered a user request with another resource".into())),
+            _ => Err(Error::Internal(
+                "the stack answered a user request with another resource".into(),
+            )),
         }
     }
 

@@ -58,6 +58,9 @@ pub enum Error {
     /// The circuit breaker is open; nothing was sent.
     #[error("circuit open: ParagoN is failing; retry after {}ms", .0.retry_after.as_millis())]
     CircuitOpen(#[from] CircuitOpen),
+    /// Too many calls to ParagoN are in flight already (`upstream.max_concurrency`).
+    #[error("too many calls to ParagoN are in flight; try again shortly")]
+    Overloaded,
     /// A shared fill ended without an answer (its task was cancelled).
     #[error("the shared request ended without an answer")]
     FillAborted(#[from] FillAborted),
@@ -73,6 +76,7 @@ impl Error {
             Error::UpstreamRateLimited { retry_after } => Some(*retry_after),
             Error::RateLimited(r) => Some(r.retry_after),
             Error::CircuitOpen(c) => Some(c.retry_after),
+            Error::Overloaded => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -106,6 +110,7 @@ impl Error {
             Error::RateLimited(_) => "rate_limited",
             Error::CircuitOpen(_) => "circuit_open",
             Error::FillAborted(_) => "fill_aborted",
+            Error::Overloaded => "overloaded",
             Error::Internal(_) => "internal",
         }
     }
@@ -153,7 +158,9 @@ mod tests {
         let failures = [
             Error::UpstreamStatus { status: 500 },
             Error::UpstreamStatus { status: 503 },
-            Error::Timeout { timeout: Duration::from_secs(2) },
+            Error::Timeout {
+                timeout: Duration::from_secs(2),
+            },
             Error::Connect("refused".into()),
             Error::Transport("reset".into()),
             Error::Malformed(UserDecodeError::NotObject),
@@ -166,9 +173,16 @@ mod tests {
             Error::NotFound,
             Error::UpstreamStatus { status: 400 },
             Error::UpstreamStatus { status: 401 },
-            Error::UpstreamRateLimited { retry_after: Duration::from_secs(2) },
-            Error::RateLimited(RateLimited { retry_after: Duration::from_secs(1), cause: RateLimitCause::Budget }),
-            Error::CircuitOpen(CircuitOpen { retry_after: Duration::from_secs(1) }),
+            Error::UpstreamRateLimited {
+                retry_after: Duration::from_secs(2),
+            },
+            Error::RateLimited(RateLimited {
+                retry_after: Duration::from_secs(1),
+                cause: RateLimitCause::Budget,
+            }),
+            Error::CircuitOpen(CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            }),
         ];
         for e in never {
             assert_ne!(e.verdict(), Verdict::Failure, "{e:?}");
@@ -177,7 +191,9 @@ mod tests {
 
     #[test]
     fn only_paragons_429_pauses_the_limiter() {
-        let e = Error::UpstreamRateLimited { retry_after: Duration::from_secs(2) };
+        let e = Error::UpstreamRateLimited {
+            retry_after: Duration::from_secs(2),
+        };
         assert_eq!(e.upstream_retry_after(), Some(Duration::from_secs(2)));
         assert_eq!(Error::NotFound.upstream_retry_after(), None);
         assert!(Error::NotFound.is_negative());

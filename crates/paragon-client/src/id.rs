@@ -68,7 +68,11 @@ fn validate(s: &str) -> Result<(), InvalidUserId> {
     if s.len() > MAX_ID_LEN {
         return Err(InvalidUserId::TooLong { len: s.len() });
     }
-    if let Some((position, ch)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii() || !is_id_byte(*c as u8)) {
+    if let Some((position, ch)) = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| !c.is_ascii() || !is_id_byte(*c as u8))
+    {
         return Err(InvalidUserId::BadCharacter { ch, position });
     }
     if s == "." || s == ".." {
@@ -126,10 +130,24 @@ mod tests {
         assert_eq!(UserId::parse(""), Err(InvalidUserId::Empty));
         assert_eq!(UserId::parse("."), Err(InvalidUserId::DotSegment));
         assert_eq!(UserId::parse(".."), Err(InvalidUserId::DotSegment));
-        assert_eq!(UserId::parse(&"x".repeat(129)), Err(InvalidUserId::TooLong { len: 129 }));
-        assert_eq!(UserId::parse("a/b"), Err(InvalidUserId::BadCharacter { ch: '/', position: 1 }));
-        for bad in ["%2F", "a b", "a?b", "a#b", "a&b", "a\r\nb", "é", "a\0", "a+b", "a@b", "a:b"] {
-            assert!(matches!(UserId::parse(bad), Err(InvalidUserId::BadCharacter { .. })), "{bad:?}");
+        assert_eq!(
+            UserId::parse(&"x".repeat(129)),
+            Err(InvalidUserId::TooLong { len: 129 })
+        );
+        assert_eq!(
+            UserId::parse("a/b"),
+            Err(InvalidUserId::BadCharacter {
+                ch: '/',
+                position: 1
+            })
+        );
+        for bad in [
+            "%2F", "a b", "a?b", "a#b", "a&b", "a\r\nb", "é", "a\0", "a+b", "a@b", "a:b",
+        ] {
+            assert!(
+                matches!(UserId::parse(bad), Err(InvalidUserId::BadCharacter { .. })),
+                "{bad:?}"
+            );
         }
     }
 

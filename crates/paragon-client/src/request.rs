@@ -50,7 +50,10 @@ pub struct ParagonResponse {
 impl ParagonResponse {
     /// A fresh answer from the upstream.
     pub fn new(resource: Resource) -> Self {
-        ParagonResponse { resource, cache: CacheStatus::Miss }
+        ParagonResponse {
+            resource,
+            cache: CacheStatus::Miss,
+        }
     }
 }
 

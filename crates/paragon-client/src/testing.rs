@@ -74,7 +74,12 @@ impl FakeParagon {
     }
 
     fn push(&self, id: &str, answer: Answer) -> &Self {
-        self.script.lock().answers.entry(id.to_string()).or_default().push_back(answer);
+        self.script
+            .lock()
+            .answers
+            .entry(id.to_string())
+            .or_default()
+            .push_back(answer);
         self
     }
 
@@ -121,9 +126,9 @@ impl Service<ParagonRequest> for FakeParagon {
                 tokio::time::sleep(d).await;
             }
             match answer {
-                Some(Answer::User(raw)) => {
-                    Ok(ParagonResponse::new(Resource::User(User::decode(&id, raw)?)))
-                }
+                Some(Answer::User(raw)) => Ok(ParagonResponse::new(Resource::User(User::decode(
+                    &id, raw,
+                )?))),
                 Some(Answer::Fail(e)) => Err(e),
                 None => Err(Error::NotFound),
             }

@@ -37,7 +37,11 @@ impl ApiKey {
 
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
     }
 }
 
@@ -99,14 +103,19 @@ pub struct HttpTransport {
 
 impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpTransport").field("base_url", &self.inner.base.as_str()).finish()
+        f.debug_struct("HttpTransport")
+            .field("base_url", &self.inner.base.as_str())
+            .finish()
     }
 }
 
 /// Checks that `url` can serve as ParagoN's base URL.
 pub fn check_base_url(url: &Url) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme must be http or https, not {:?}", url.scheme()));
+        return Err(format!(
+            "scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
     }
     if url.host().is_none() {
         return Err("the URL has no host".into());
@@ -179,15 +188,22 @@ impl Service<ParagonRequest> for HttpTransport {
         let url = self.url_for(&req);
         let inner = self.inner.clone();
         Box::pin(async move {
-            let mut builder = inner.client.get(url).header(http::header::ACCEPT, "application/json");
+            let mut builder = inner
+                .client
+                .get(url)
+                .header(http::header::ACCEPT, "application/json");
             if let Some(auth) = &inner.auth {
                 builder = builder.header(AUTHORIZATION, auth.clone());
             }
-            let response = builder.send().await.map_err(|e| map_error(e, inner.timeout))?;
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| map_error(e, inner.timeout))?;
             let status = response.status().as_u16();
             match status {
                 200 => {
-                    let body = read_limited(response, inner.max_response_bytes, inner.timeout).await?;
+                    let body =
+                        read_limited(response, inner.max_response_bytes, inner.timeout).await?;
                     match &req {
                         ParagonRequest::GetUser(id) => {
                             let user = User::decode(id, body)?;
@@ -228,7 +244,11 @@ fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     if text.is_empty() {
-        text = if e.is_body() || e.is_decode() { "the body ended early".into() } else { "request failed".into() };
+        text = if e.is_body() || e.is_decode() {
+            "the body ended early".into()
+        } else {
+            "request failed".into()
+        };
     }
     text
 }
@@ -239,7 +259,10 @@ async fn read_limited(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, Error> {
-    if response.content_length().is_some_and(|len| len > limit as u64) {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
         return Err(Error::BodyTooLarge { limit });
     }
     let mut body = BytesMut::with_capacity(response.content_length().map_or(1024, |l| l as usize));
@@ -260,18 +283,27 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// `X-RateLimit-Reset` (seconds, or a Unix time); one second when none says. Capped at
 /// [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     let secs = |s: &str| s.parse::<u64>().ok().map(Duration::from_secs);
     let from_retry_after = text(RETRY_AFTER.as_str()).and_then(|v| {
         secs(v).or_else(|| {
-            httpdate::parse_http_date(v).ok().map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
+            httpdate::parse_http_date(v)
+                .ok()
+                .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
         })
     });
     let from_ratelimit = || {
         text("ratelimit-reset").and_then(secs).or_else(|| {
             text("ratelimit").and_then(|v| {
                 v.split([';', ',']).map(str::trim).find_map(|p| {
-                    p.strip_prefix("t=").or_else(|| p.strip_prefix("reset=")).and_then(secs)
+                    p.strip_prefix("t=")
+                        .or_else(|| p.strip_prefix("reset="))
+                        .and_then(secs)
                 })
             })
         })
@@ -280,7 +312,9 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
         text("x-ratelimit-reset").and_then(secs).map(|d| {
             // Large values are Unix times, small ones are delays.
             if d.as_secs() > 1_000_000_000 {
-                let epoch = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                let epoch = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
                 d.saturating_sub(epoch)
             } else {
                 d
@@ -309,39 +343,76 @@ mod tests {
     #[test]
     fn retry_after_in_seconds_and_as_a_date() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(retry_after(&headers(&[("retry-after", "2")]), now), Duration::from_secs(2));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2")]), now),
+            Duration::from_secs(2)
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(retry_after(&headers(&[("retry-after", &date)]), now), Duration::from_secs(30));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &date)]), now),
+            Duration::from_secs(30)
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(retry_after(&headers(&[("retry-after", &past)]), now), Duration::ZERO);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", &past)]), now),
+            Duration::ZERO
+        );
     }
 
     #[test]
     fn retry_after_falls_back_to_rate_limit_headers() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(retry_after(&headers(&[("ratelimit-reset", "7")]), now), Duration::from_secs(7));
+        assert_eq!(
+            retry_after(&headers(&[("ratelimit-reset", "7")]), now),
+            Duration::from_secs(7)
+        );
         assert_eq!(
             retry_after(&headers(&[("ratelimit", "\"default\";r=0;t=9")]), now),
             Duration::from_secs(9)
         );
         assert_eq!(
-            retry_after(&headers(&[("ratelimit", "limit=100, remaining=0, reset=4")]), now),
+            retry_after(
+                &headers(&[("ratelimit", "limit=100, remaining=0, reset=4")]),
+                now
+            ),
             Duration::from_secs(4)
         );
-        assert_eq!(retry_after(&headers(&[("x-ratelimit-reset", "1700000012")]), now), Duration::from_secs(12));
-        assert_eq!(retry_after(&headers(&[("x-ratelimit-reset", "3")]), now), Duration::from_secs(3));
-        assert_eq!(retry_after(&headers(&[("retry-after", "soon")]), now), Duration::from_secs(1));
-        assert_eq!(retry_after(&headers(&[("retry-after", "999999999")]), now), MAX_RETRY_AFTER);
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset", "1700000012")]), now),
+            Duration::from_secs(12)
+        );
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset", "3")]), now),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "soon")]), now),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "999999999")]), now),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]
     fn urls_are_one_segment_under_the_base() {
-        let t = HttpTransport::new(TransportConfig::new(Url::parse("http://h:1/api/v2/").unwrap())).unwrap();
+        let t = HttpTransport::new(TransportConfig::new(
+            Url::parse("http://h:1/api/v2/").unwrap(),
+        ))
+        .unwrap();
         let id = crate::UserId::parse("a.b~c").unwrap();
-        assert_eq!(t.url_for(&ParagonRequest::GetUser(id)).as_str(), "http://h:1/api/v2/users/a.b~c");
-        let t = HttpTransport::new(TransportConfig::new(Url::parse("http://h:1").unwrap())).unwrap();
+        assert_eq!(
+            t.url_for(&ParagonRequest::GetUser(id)).as_str(),
+            "http://h:1/api/v2/users/a.b~c"
+        );
+        let t =
+            HttpTransport::new(TransportConfig::new(Url::parse("http://h:1").unwrap())).unwrap();
         let id = crate::UserId::parse("...").unwrap();
-        assert_eq!(t.url_for(&ParagonRequest::GetUser(id)).as_str(), "http://h:1/users/...");
+        assert_eq!(
+            t.url_for(&ParagonRequest::GetUser(id)).as_str(),
+            "http://h:1/users/..."
+        );
     }
 
     #[test]
@@ -356,7 +427,10 @@ mod tests {
     fn api_key_never_prints() {
         let k = ApiKey::new("sk-live-123");
         assert!(!format!("{k:?}").contains("sk-live"));
-        let cfg = TransportConfig { api_key: k, ..TransportConfig::new(Url::parse("http://h/").unwrap()) };
+        let cfg = TransportConfig {
+            api_key: k,
+            ..TransportConfig::new(Url::parse("http://h/").unwrap())
+        };
         assert!(!format!("{cfg:?}").contains("sk-live"));
     }
 }

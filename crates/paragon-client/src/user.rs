@@ -46,7 +46,9 @@ impl User {
     pub fn decode(id: &UserId, raw: Bytes) -> Result<User, UserDecodeError> {
         let value: Value =
             serde_json::from_slice(&raw).map_err(|e| UserDecodeError::NotJson(e.to_string()))?;
-        let Value::Object(fields) = value else { return Err(UserDecodeError::NotObject) };
+        let Value::Object(fields) = value else {
+            return Err(UserDecodeError::NotObject);
+        };
         match fields.get("id") {
             Some(Value::String(found)) if found == id.as_str() => {}
             Some(Value::String(found)) => {
@@ -57,7 +59,11 @@ impl User {
             }
             _ => return Err(UserDecodeError::MissingId),
         }
-        Ok(User(Arc::new(Inner { id: id.clone(), raw, fields })))
+        Ok(User(Arc::new(Inner {
+            id: id.clone(),
+            raw,
+            fields,
+        })))
     }
 
     /// The user's id.
@@ -93,7 +99,10 @@ impl User {
 
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("User").field("id", &self.0.id).field("fields", &self.0.fields.len()).finish()
+        f.debug_struct("User")
+            .field("id", &self.0.id)
+            .field("fields", &self.0.fields.len())
+            .finish()
     }
 }
 
@@ -113,7 +122,8 @@ mod tests {
 
     #[test]
     fn keeps_unknown_fields_and_raw_bytes() {
-        let raw = Bytes::from_static(br#"{"id":"u1","name":"Ann","zeta":{"x":[1,2]},"email":"a@x"}"#);
+        let raw =
+            Bytes::from_static(br#"{"id":"u1","name":"Ann","zeta":{"x":[1,2]},"email":"a@x"}"#);
         let u = User::decode(&id("u1"), raw.clone()).unwrap();
         assert_eq!(u.name(), Some("Ann"));
         assert_eq!(u.email(), Some("a@x"));
@@ -130,6 +140,9 @@ mod tests {
         assert_eq!(d(b"[1]"), UserDecodeError::NotObject);
         assert_eq!(d(b"{}"), UserDecodeError::MissingId);
         assert_eq!(d(br#"{"id":7}"#), UserDecodeError::MissingId);
-        assert!(matches!(d(br#"{"id":"u2"}"#), UserDecodeError::WrongId { .. }));
+        assert!(matches!(
+            d(br#"{"id":"u2"}"#),
+            UserDecodeError::WrongId { .. }
+        ));
     }
 }

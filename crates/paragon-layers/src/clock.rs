@@ -76,17 +76,23 @@ fn coarse_cell() -> &'static AtomicU64 {
 impl Clock {
     /// The shared millisecond-tick clock (cheapest to read).
     pub fn coarse() -> Clock {
-        Clock { kind: Kind::Coarse(coarse_cell()) }
+        Clock {
+            kind: Kind::Coarse(coarse_cell()),
+        }
     }
 
     /// A clock on tokio's time, which tests can pause and advance.
     pub fn tokio() -> Clock {
-        Clock { kind: Kind::Tokio(tokio::time::Instant::now()) }
+        Clock {
+            kind: Kind::Tokio(tokio::time::Instant::now()),
+        }
     }
 
     /// A clock that starts at zero and moves only by [`Clock::advance`].
     pub fn manual() -> Clock {
-        Clock { kind: Kind::Manual(Arc::new(AtomicU64::new(0))) }
+        Clock {
+            kind: Kind::Manual(Arc::new(AtomicU64::new(0))),
+        }
     }
 
     /// Moves a manual clock forward; no effect on the other kinds.

@@ -17,7 +17,10 @@ impl Lifetime {
     /// The lifetime of an entry stored at `stored` with the given TTL and stale window.
     pub fn new(stored: Timestamp, ttl: Duration, stale_if_error: Duration) -> Lifetime {
         let fresh_until = stored.after(ttl);
-        Lifetime { fresh_until, stale_until: fresh_until.after(stale_if_error) }
+        Lifetime {
+            fresh_until,
+            stale_until: fresh_until.after(stale_if_error),
+        }
     }
 
     /// What the entry is at `now`.
@@ -53,7 +56,11 @@ mod tests {
 
     #[test]
     fn expires_exactly_at_ttl_and_stale_stops_exactly_after_window() {
-        let l = Lifetime::new(Timestamp(10 * S), Duration::from_secs(300), Duration::from_secs(600));
+        let l = Lifetime::new(
+            Timestamp(10 * S),
+            Duration::from_secs(300),
+            Duration::from_secs(600),
+        );
         assert_eq!(l.at(Timestamp(10 * S)), Freshness::Fresh);
         assert_eq!(l.at(Timestamp(310 * S - 1)), Freshness::Fresh);
         assert_eq!(l.at(Timestamp(310 * S)), Freshness::Stale);

@@ -56,7 +56,10 @@ pub struct CacheLayer<Req: CacheKey, R, E> {
 impl<Req: CacheKey, R: Clone, E: Clone> CacheLayer<Req, R, E> {
     /// A layer with its own, empty table.
     pub fn new(config: CacheConfig, clock: Clock) -> Self {
-        CacheLayer { shared: Arc::new(Shared::new(config, clock)), _req: PhantomData }
+        CacheLayer {
+            shared: Arc::new(Shared::new(config, clock)),
+            _req: PhantomData,
+        }
     }
 
     /// A handle for purging and statistics.
@@ -67,7 +70,10 @@ impl<Req: CacheKey, R: Clone, E: Clone> CacheLayer<Req, R, E> {
 
 impl<Req: CacheKey, R, E> Clone for CacheLayer<Req, R, E> {
     fn clone(&self) -> Self {
-        CacheLayer { shared: self.shared.clone(), _req: PhantomData }
+        CacheLayer {
+            shared: self.shared.clone(),
+            _req: PhantomData,
+        }
     }
 }
 

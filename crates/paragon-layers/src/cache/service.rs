@@ -55,13 +55,21 @@ pub struct Cache<S, Req: CacheKey, R, E> {
 
 impl<S: Clone, Req: CacheKey, R, E> Clone for Cache<S, Req, R, E> {
     fn clone(&self) -> Self {
-        Cache { inner: self.inner.clone(), shared: self.shared.clone(), _req: PhantomData }
+        Cache {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            _req: PhantomData,
+        }
     }
 }
 
 impl<S, Req: CacheKey, R, E> Cache<S, Req, R, E> {
     pub(crate) fn new(inner: S, shared: Arc<Shared<Req::Key, R, E>>) -> Self {
-        Cache { inner, shared, _req: PhantomData }
+        Cache {
+            inner,
+            shared,
+            _req: PhantomData,
+        }
     }
 }
 
@@ -99,7 +107,10 @@ where
         let key = req.cache_key();
         let hash = shared.table.hash(&key);
         if let Some(stored) = shared.table.get_fresh(hash, &key, now) {
-            return Either::Left(futures_util::future::ready(answer(stored, CacheStatus::Hit)));
+            return Either::Left(futures_util::future::ready(answer(
+                stored,
+                CacheStatus::Hit,
+            )));
         }
         let key = key.into_owned();
 
@@ -110,7 +121,10 @@ where
                 // Filled between our read and write locks.
                 let stored = entry.value.clone();
                 drop(shard);
-                return Either::Left(futures_util::future::ready(answer(stored, CacheStatus::Hit)));
+                return Either::Left(futures_util::future::ready(answer(
+                    stored,
+                    CacheStatus::Hit,
+                )));
             }
         }
         let rx = match &slot.flight {
@@ -121,7 +135,12 @@ where
                 slot.flight = Some(tx.clone());
                 drop(shard);
                 shared.misses.fetch_add(1, Ordering::Relaxed);
-                let fill = Fill { shared: shared.clone(), key, hash, tx: Some(tx) };
+                let fill = Fill {
+                    shared: shared.clone(),
+                    key,
+                    hash,
+                    tx: Some(tx),
+                };
                 let inner = self.inner.clone();
                 tokio::spawn(fill.run(inner.oneshot(req)));
                 rx
@@ -187,7 +206,10 @@ where
         let outcome = match result {
             Ok(r) => {
                 let life = Lifetime::new(now, config.ttl, config.stale_if_error);
-                slot.entry = Some(Entry { value: Stored::Value(r.clone()), life });
+                slot.entry = Some(Entry {
+                    value: Stored::Value(r.clone()),
+                    life,
+                });
                 Ok((r, CacheStatus::Miss))
             }
             Err(e) if e.is_negative() => {
@@ -199,12 +221,17 @@ where
             }
             Err(e) => {
                 let usable = match &slot.entry {
-                    Some(Entry { value: Stored::Value(r), life }) if e.serve_stale() => {
-                        (life.at(now) != Freshness::Dead).then(|| r.clone())
-                    }
+                    Some(Entry {
+                        value: Stored::Value(r),
+                        life,
+                    }) if e.serve_stale() => (life.at(now) != Freshness::Dead).then(|| r.clone()),
                     _ => None,
                 };
-                if slot.entry.as_ref().is_some_and(|en| en.life.at(now) == Freshness::Dead) {
+                if slot
+                    .entry
+                    .as_ref()
+                    .is_some_and(|en| en.life.at(now) == Freshness::Dead)
+                {
                     slot.entry = None;
                 }
                 match usable {
@@ -268,7 +295,9 @@ pub struct CacheHandle<K, R, E> {
 
 impl<K, R, E> Clone for CacheHandle<K, R, E> {
     fn clone(&self) -> Self {
-        CacheHandle { shared: self.shared.clone() }
+        CacheHandle {
+            shared: self.shared.clone(),
+        }
     }
 }
 

@@ -82,7 +82,10 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         let per_shard = max_entries / shards;
         let shards = (0..shards)
             .map(|_| Shard {
-                inner: RwLock::new(ShardInner { table: HashTable::new(), order: VecDeque::new() }),
+                inner: RwLock::new(ShardInner {
+                    table: HashTable::new(),
+                    order: VecDeque::new(),
+                }),
                 hits: AtomicU64::new(0),
             })
             .collect::<Vec<_>>()
@@ -111,7 +114,9 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
     pub(crate) fn get_fresh(&self, hash: u64, key: &K, now: Timestamp) -> Option<V> {
         let shard = self.shard(hash);
         let guard: RwLockReadGuard<'_, _> = shard.inner.read();
-        let slot = guard.table.find(hash, |s| s.hash == hash && s.key == *key)?;
+        let slot = guard
+            .table
+            .find(hash, |s| s.hash == hash && s.key == *key)?;
         let entry = slot.entry.as_ref()?;
         if entry.life.at(now) != Freshness::Fresh {
             return None;
@@ -125,20 +130,33 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
 
     /// Exclusive access to the shard of `hash`.
     pub(crate) fn write(&self, hash: u64) -> ShardWrite<'_, K, V, F> {
-        ShardWrite { guard: self.shard(hash).inner.write(), per_shard: self.per_shard }
+        ShardWrite {
+            guard: self.shard(hash).inner.write(),
+            per_shard: self.per_shard,
+        }
     }
 
     /// Entries held now (fills without an entry not counted).
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.inner.read().table.iter().filter(|slot| slot.entry.is_some()).count())
+            .map(|s| {
+                s.inner
+                    .read()
+                    .table
+                    .iter()
+                    .filter(|slot| slot.entry.is_some())
+                    .count()
+            })
             .sum()
     }
 
     /// Hits served since start.
     pub(crate) fn hits(&self) -> u64 {
-        self.shards.iter().map(|s| s.hits.load(Ordering::Relaxed)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.hits.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Drops every entry; fills in progress keep running and store their result.
@@ -165,11 +183,18 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
 impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
     /// The slot of `key`, if any.
     pub(crate) fn get_mut(&mut self, hash: u64, key: &K) -> Option<&mut Slot<K, V, F>> {
-        self.guard.table.find_mut(hash, |s| s.hash == hash && s.key == *key)
+        self.guard
+            .table
+            .find_mut(hash, |s| s.hash == hash && s.key == *key)
     }
 
     /// The slot of `key`, created (evicting if the shard is full) when missing.
-    pub(crate) fn get_or_insert(&mut self, hash: u64, key: &K, now: Timestamp) -> &mut Slot<K, V, F> {
+    pub(crate) fn get_or_insert(
+        &mut self,
+        hash: u64,
+        key: &K,
+        now: Timestamp,
+    ) -> &mut Slot<K, V, F> {
         if self.get_mut(hash, key).is_none() {
             if self.guard.table.len() >= self.per_shard {
                 self.evict_one(now);
@@ -190,7 +215,11 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
 
     /// Removes the slot of `key` when it holds neither an entry nor a fill.
     pub(crate) fn remove_if_empty(&mut self, hash: u64, key: &K) {
-        if let Ok(occupied) = self.guard.table.find_entry(hash, |s| s.hash == hash && s.key == *key) {
+        if let Ok(occupied) = self
+            .guard
+            .table
+            .find_entry(hash, |s| s.hash == hash && s.key == *key)
+        {
             if occupied.get().entry.is_none() && occupied.get().flight.is_none() {
                 occupied.remove();
             }
@@ -214,12 +243,17 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
         let mut budget = order.len() * 2 + 1;
         while budget > 0 {
             budget -= 1;
-            let Some((key, hash)) = order.pop_front() else { return };
+            let Some((key, hash)) = order.pop_front() else {
+                return;
+            };
             let Ok(occupied) = table.find_entry(hash, |s| s.hash == hash && s.key == key) else {
                 continue; // removed earlier; its place in the order was stale
             };
             let slot = occupied.get();
-            let dead = slot.entry.as_ref().is_none_or(|e| e.life.at(now) == Freshness::Dead);
+            let dead = slot
+                .entry
+                .as_ref()
+                .is_none_or(|e| e.life.at(now) == Freshness::Dead);
             if slot.flight.is_some() {
                 order.push_back((key, hash));
             } else if !dead && slot.referenced.swap(false, Ordering::Relaxed) {
@@ -248,7 +282,10 @@ mod tests {
     use std::time::Duration;
 
     fn entry(v: u32, now: Timestamp) -> Entry<u32> {
-        Entry { value: v, life: Lifetime::new(now, Duration::from_secs(10), Duration::ZERO) }
+        Entry {
+            value: v,
+            life: Lifetime::new(now, Duration::from_secs(10), Duration::ZERO),
+        }
     }
 
     fn put(t: &Table<u32, u32, ()>, k: u32, now: Timestamp) {

@@ -79,7 +79,9 @@ impl CircuitBreakerLayer {
         clock: Clock,
         on_transition: impl Fn(Transition) + Send + Sync + 'static,
     ) -> Self {
-        CircuitBreakerLayer { shared: Arc::new(Shared::new(config, clock, Box::new(on_transition))) }
+        CircuitBreakerLayer {
+            shared: Arc::new(Shared::new(config, clock, Box::new(on_transition))),
+        }
     }
 
     /// A handle to read and force the breaker.

@@ -66,7 +66,10 @@ impl Shared {
             consecutive: AtomicU32::new(0),
             buckets: Default::default(),
             bucket_width,
-            control: Mutex::new(Control { probes: 0, transitions: 0 }),
+            control: Mutex::new(Control {
+                probes: 0,
+                transitions: 0,
+            }),
             watch: watch::Sender::new(BreakerState::Closed),
             listener,
             successes: AtomicU64::new(0),
@@ -84,7 +87,11 @@ impl Shared {
         let now = self.clock.now();
         let w = self.word.load(Ordering::Acquire);
         if BreakerState::from_code(w) == BreakerState::Closed {
-            return Ok(Ticket { word: w, probe: false, started: now });
+            return Ok(Ticket {
+                word: w,
+                probe: false,
+                started: now,
+            });
         }
         let mut control = self.control.lock();
         loop {
@@ -92,10 +99,20 @@ impl Shared {
             let state = BreakerState::from_code(w);
             let open_until = Timestamp(self.open_until.load(Ordering::Acquire));
             match state_machine::admit(state, now, open_until, control.probes, &self.config) {
-                Admission::Call => return Ok(Ticket { word: w, probe: false, started: now }),
+                Admission::Call => {
+                    return Ok(Ticket {
+                        word: w,
+                        probe: false,
+                        started: now,
+                    })
+                }
                 Admission::Probe => {
                     control.probes += 1;
-                    return Ok(Ticket { word: w, probe: true, started: now });
+                    return Ok(Ticket {
+                        word: w,
+                        probe: true,
+                        started: now,
+                    });
                 }
                 Admission::ToHalfOpen => {
                     self.transition(&mut control, w, BreakerState::HalfOpen, now);
@@ -129,8 +146,12 @@ impl Shared {
             }
             control.probes = control.probes.saturating_sub(1);
             match verdict {
-                Verdict::Success => self.transition(&mut control, ticket.word, BreakerState::Closed, now),
-                Verdict::Failure => self.transition(&mut control, ticket.word, BreakerState::Open, now),
+                Verdict::Success => {
+                    self.transition(&mut control, ticket.word, BreakerState::Closed, now)
+                }
+                Verdict::Failure => {
+                    self.transition(&mut control, ticket.word, BreakerState::Open, now)
+                }
                 Verdict::Ignore => {}
             }
             return;
@@ -180,14 +201,19 @@ impl Shared {
 
     fn window_counts(&self, now: Timestamp) -> WindowCounts {
         let current = now.0 / self.bucket_width;
-        self.buckets.iter().fold(WindowCounts::default(), |acc, cell| {
-            let (epoch, calls, failures) = bucket::unpack(cell.load(Ordering::Acquire));
-            if bucket::live(epoch, current) && calls > 0 {
-                WindowCounts { calls: acc.calls + calls, failures: acc.failures + failures }
-            } else {
-                acc
-            }
-        })
+        self.buckets
+            .iter()
+            .fold(WindowCounts::default(), |acc, cell| {
+                let (epoch, calls, failures) = bucket::unpack(cell.load(Ordering::Acquire));
+                if bucket::live(epoch, current) && calls > 0 {
+                    WindowCounts {
+                        calls: acc.calls + calls,
+                        failures: acc.failures + failures,
+                    }
+                } else {
+                    acc
+                }
+            })
     }
 
     /// Moves from the period `from` (a state word) to `to`; does nothing if the breaker
@@ -196,7 +222,12 @@ impl Shared {
         let generation = (from >> 2) + 1;
         if self
             .word
-            .compare_exchange(from, word(to, generation), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                from,
+                word(to, generation),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             return;
@@ -208,12 +239,16 @@ impl Shared {
             cell.store(0, Ordering::Release);
         }
         if to == BreakerState::Open {
-            self.open_until.store(now.after(self.config.open_for).0, Ordering::Release);
+            self.open_until
+                .store(now.after(self.config.open_for).0, Ordering::Release);
         }
         let from_state = BreakerState::from_code(from);
         if from_state != to {
             self.watch.send_replace(to);
-            (self.listener)(Transition { from: from_state, to });
+            (self.listener)(Transition {
+                from: from_state,
+                to,
+            });
         }
     }
 
@@ -233,7 +268,10 @@ pub struct CircuitBreaker<S> {
 
 impl<S: Clone> Clone for CircuitBreaker<S> {
     fn clone(&self) -> Self {
-        CircuitBreaker { inner: self.inner.clone(), shared: self.shared.clone() }
+        CircuitBreaker {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -259,10 +297,18 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         match self.shared.admit() {
             Ok(ticket) => BreakerFuture {
-                kind: Kind::Call { fut: self.inner.call(req) },
-                guard: Some(Guard { shared: self.shared.clone(), ticket: Some(ticket) }),
+                kind: Kind::Call {
+                    fut: self.inner.call(req),
+                },
+                guard: Some(Guard {
+                    shared: self.shared.clone(),
+                    ticket: Some(ticket),
+                }),
             },
-            Err(open) => BreakerFuture { kind: Kind::Rejected { open: Some(open) }, guard: None },
+            Err(open) => BreakerFuture {
+                kind: Kind::Rejected { open: Some(open) },
+                guard: None,
+            },
         }
     }
 }
@@ -317,7 +363,9 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Rejected { open } => {
-                let open = open.take().unwrap_or(CircuitOpen { retry_after: Duration::from_secs(1) });
+                let open = open.take().unwrap_or(CircuitOpen {
+                    retry_after: Duration::from_secs(1),
+                });
                 Poll::Ready(Err(E::from(open)))
             }
             KindProj::Call { fut } => {

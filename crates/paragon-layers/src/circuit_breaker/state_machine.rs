@@ -68,7 +68,11 @@ pub struct WindowCounts {
 }
 
 /// Whether a closed breaker must open after a failure.
-pub fn should_trip(consecutive_failures: u32, window: WindowCounts, config: &BreakerConfig) -> bool {
+pub fn should_trip(
+    consecutive_failures: u32,
+    window: WindowCounts,
+    config: &BreakerConfig,
+) -> bool {
     let by_count = config.failure_threshold > 0 && consecutive_failures >= config.failure_threshold;
     let by_rate = config.failure_rate > 0.0
         && window.calls >= u64::from(config.minimum_calls.max(1))
@@ -104,11 +108,17 @@ pub fn admit(
     match state {
         BreakerState::Closed => Admission::Call,
         BreakerState::Open if now >= open_until => Admission::ToHalfOpen,
-        BreakerState::Open => Admission::Reject { retry_after: open_until.since(now) },
+        BreakerState::Open => Admission::Reject {
+            retry_after: open_until.since(now),
+        },
         BreakerState::HalfOpen if probes < config.half_open_max_calls.get() => Admission::Probe,
         // Probes are out; the earliest news comes when one of them finishes.
-        BreakerState::HalfOpen => Admission::Reject { retry_after: Duration::from_secs(1) },
-        BreakerState::ForcedOpen => Admission::Reject { retry_after: config.open_for },
+        BreakerState::HalfOpen => Admission::Reject {
+            retry_after: Duration::from_secs(1),
+        },
+        BreakerState::ForcedOpen => Admission::Reject {
+            retry_after: config.open_for,
+        },
     }
 }
 
@@ -157,16 +167,48 @@ mod tests {
         let c = cfg();
         assert!(!should_trip(2, WindowCounts::default(), &c));
         assert!(should_trip(3, WindowCounts::default(), &c));
-        let off = BreakerConfig { failure_threshold: 0, failure_rate: 0.0, ..c };
-        assert!(!should_trip(1000, WindowCounts { calls: 100, failures: 100 }, &off));
+        let off = BreakerConfig {
+            failure_threshold: 0,
+            failure_rate: 0.0,
+            ..c
+        };
+        assert!(!should_trip(
+            1000,
+            WindowCounts {
+                calls: 100,
+                failures: 100
+            },
+            &off
+        ));
     }
 
     #[test]
     fn trips_on_failure_rate_only_with_minimum_calls() {
         let c = cfg();
-        assert!(!should_trip(1, WindowCounts { calls: 3, failures: 3 }, &c));
-        assert!(should_trip(1, WindowCounts { calls: 4, failures: 2 }, &c));
-        assert!(!should_trip(1, WindowCounts { calls: 5, failures: 2 }, &c));
+        assert!(!should_trip(
+            1,
+            WindowCounts {
+                calls: 3,
+                failures: 3
+            },
+            &c
+        ));
+        assert!(should_trip(
+            1,
+            WindowCounts {
+                calls: 4,
+                failures: 2
+            },
+            &c
+        ));
+        assert!(!should_trip(
+            1,
+            WindowCounts {
+                calls: 5,
+                failures: 2
+            },
+            &c
+        ));
     }
 
     #[test]
@@ -176,12 +218,23 @@ mod tests {
         assert_eq!(admit(BreakerState::Closed, t, t, 0, &c), Admission::Call);
         assert_eq!(
             admit(BreakerState::Open, Timestamp(4), t, 0, &c),
-            Admission::Reject { retry_after: Duration::from_nanos(6) }
+            Admission::Reject {
+                retry_after: Duration::from_nanos(6)
+            }
         );
-        assert_eq!(admit(BreakerState::Open, t, t, 0, &c), Admission::ToHalfOpen);
+        assert_eq!(
+            admit(BreakerState::Open, t, t, 0, &c),
+            Admission::ToHalfOpen
+        );
         assert_eq!(admit(BreakerState::HalfOpen, t, t, 1, &c), Admission::Probe);
-        assert!(matches!(admit(BreakerState::HalfOpen, t, t, 2, &c), Admission::Reject { .. }));
-        assert!(matches!(admit(BreakerState::ForcedOpen, t, t, 0, &c), Admission::Reject { .. }));
+        assert!(matches!(
+            admit(BreakerState::HalfOpen, t, t, 2, &c),
+            Admission::Reject { .. }
+        ));
+        assert!(matches!(
+            admit(BreakerState::ForcedOpen, t, t, 0, &c),
+            Admission::Reject { .. }
+        ));
     }
 
     #[test]
@@ -197,7 +250,10 @@ mod tests {
     fn bucket_packing_round_trips_and_ages() {
         let w = bucket::pack(7, 3, 2);
         assert_eq!(bucket::unpack(w), (7, 3, 2));
-        assert_eq!(bucket::unpack(bucket::pack(1, 1 << 20, 1 << 20)), (1, 0xffff, 0xffff));
+        assert_eq!(
+            bucket::unpack(bucket::pack(1, 1 << 20, 1 << 20)),
+            (1, 0xffff, 0xffff)
+        );
         assert!(bucket::live(7, 7));
         assert!(bucket::live(7, 16));
         assert!(!bucket::live(7, 17));

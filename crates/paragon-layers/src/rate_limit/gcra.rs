@@ -39,7 +39,10 @@ impl Gcra {
     /// Parameters for `max_requests` per `window` with `burst` (both at least 1).
     pub fn new(max_requests: u32, window: Duration, burst: u32) -> Gcra {
         let interval = (duration_nanos(window) / u64::from(max_requests.max(1))).max(1);
-        Gcra { interval, tolerance: interval.saturating_mul(u64::from(burst.max(1))) }
+        Gcra {
+            interval,
+            tolerance: interval.saturating_mul(u64::from(burst.max(1))),
+        }
     }
 
     /// One call at `now` against state `tat`, willing to wait up to `max_wait` ns.
@@ -53,9 +56,14 @@ impl Gcra {
         if allow_at <= now {
             Step::Admit { new_tat, wait: 0 }
         } else if allow_at - now <= max_wait {
-            Step::Admit { new_tat, wait: allow_at - now }
+            Step::Admit {
+                new_tat,
+                wait: allow_at - now,
+            }
         } else {
-            Step::Reject { retry_after: allow_at - now }
+            Step::Reject {
+                retry_after: allow_at - now,
+            }
         }
     }
 
@@ -83,16 +91,32 @@ mod tests {
                 other => panic!("expected admit, got {other:?}"),
             }
         }
-        assert_eq!(g.step(tat, 0, 0), Step::Reject { retry_after: 100 * MS });
-        assert!(matches!(g.step(tat, 100 * MS, 0), Step::Admit { wait: 0, .. }));
-        assert_eq!(g.step(tat, 40 * MS, 60 * MS), Step::Admit { new_tat: 400 * MS, wait: 60 * MS });
+        assert_eq!(
+            g.step(tat, 0, 0),
+            Step::Reject {
+                retry_after: 100 * MS
+            }
+        );
+        assert!(matches!(
+            g.step(tat, 100 * MS, 0),
+            Step::Admit { wait: 0, .. }
+        ));
+        assert_eq!(
+            g.step(tat, 40 * MS, 60 * MS),
+            Step::Admit {
+                new_tat: 400 * MS,
+                wait: 60 * MS
+            }
+        );
     }
 
     #[test]
     fn available_counts_the_remaining_burst() {
         let g = Gcra::new(100, Duration::from_secs(60), 100);
         assert_eq!(g.available(0, 0), 100);
-        let Step::Admit { new_tat, .. } = g.step(0, 0, 0) else { panic!() };
+        let Step::Admit { new_tat, .. } = g.step(0, 0, 0) else {
+            panic!()
+        };
         assert_eq!(g.available(new_tat, 0), 99);
     }
 

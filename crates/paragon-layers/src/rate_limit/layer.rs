@@ -30,7 +30,12 @@ impl RateLimitConfig {
         if window.is_zero() {
             return Err(ConfigError::new("window", "must be longer than zero"));
         }
-        Ok(RateLimitConfig { max_requests: max, window, burst: max, max_wait: Duration::ZERO })
+        Ok(RateLimitConfig {
+            max_requests: max,
+            window,
+            burst: max,
+            max_wait: Duration::ZERO,
+        })
     }
 
     /// Sets `burst`; zero means `max_requests`.
@@ -58,7 +63,9 @@ pub struct RateLimitLayer<St> {
 
 impl<St> Clone for RateLimitLayer<St> {
     fn clone(&self) -> Self {
-        RateLimitLayer { shared: self.shared.clone() }
+        RateLimitLayer {
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -72,7 +79,9 @@ impl RateLimitLayer<MemoryStore> {
 impl<St: RateStore> RateLimitLayer<St> {
     /// A layer on the given store.
     pub fn with_store(config: RateLimitConfig, store: St, clock: Clock) -> Self {
-        RateLimitLayer { shared: Arc::new(Shared::new(config, store, clock)) }
+        RateLimitLayer {
+            shared: Arc::new(Shared::new(config, store, clock)),
+        }
     }
 
     /// A handle for statistics.

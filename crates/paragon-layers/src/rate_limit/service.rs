@@ -54,19 +54,28 @@ impl<St: RateStore> Shared<St> {
                 }
                 Acquire::OverBudget { retry_after } => {
                     self.rejected_budget.fetch_add(1, Ordering::Relaxed);
-                    return Err(RateLimited { retry_after, cause: RateLimitCause::Budget });
+                    return Err(RateLimited {
+                        retry_after,
+                        cause: RateLimitCause::Budget,
+                    });
                 }
                 Acquire::Paused { retry_after } if retry_after <= max_wait => {
                     self.clock.sleep(retry_after).await;
                 }
                 Acquire::Paused { retry_after } => {
                     self.rejected_pause.fetch_add(1, Ordering::Relaxed);
-                    return Err(RateLimited { retry_after, cause: RateLimitCause::UpstreamPause });
+                    return Err(RateLimited {
+                        retry_after,
+                        cause: RateLimitCause::UpstreamPause,
+                    });
                 }
             }
         }
         self.rejected_pause.fetch_add(1, Ordering::Relaxed);
-        Err(RateLimited { retry_after: Duration::from_secs(1), cause: RateLimitCause::UpstreamPause })
+        Err(RateLimited {
+            retry_after: Duration::from_secs(1),
+            cause: RateLimitCause::UpstreamPause,
+        })
     }
 }
 
@@ -78,7 +87,10 @@ pub struct RateLimit<S, St> {
 
 impl<S: Clone, St> Clone for RateLimit<S, St> {
     fn clone(&self) -> Self {
-        RateLimit { inner: self.inner.clone(), shared: self.shared.clone() }
+        RateLimit {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -144,7 +156,9 @@ pub struct RateLimitHandle<St> {
 
 impl<St> Clone for RateLimitHandle<St> {
     fn clone(&self) -> Self {
-        RateLimitHandle { shared: self.shared.clone() }
+        RateLimitHandle {
+            shared: self.shared.clone(),
+        }
     }
 }
 

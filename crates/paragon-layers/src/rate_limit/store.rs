@@ -60,7 +60,11 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty (full-budget) store on `clock`.
     pub fn new(clock: Clock) -> Self {
-        MemoryStore { clock, tat: AtomicU64::new(0), paused_until: AtomicU64::new(0) }
+        MemoryStore {
+            clock,
+            tat: AtomicU64::new(0),
+            paused_until: AtomicU64::new(0),
+        }
     }
 
     /// The synchronous step behind [`RateStore::acquire`].
@@ -68,18 +72,31 @@ impl MemoryStore {
         let now = self.clock.now().0;
         let paused_until = self.paused_until.load(Ordering::Acquire);
         if now < paused_until {
-            return Acquire::Paused { retry_after: Duration::from_nanos(paused_until - now) };
+            return Acquire::Paused {
+                retry_after: Duration::from_nanos(paused_until - now),
+            };
         }
         let max_wait = duration_nanos(max_wait);
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             match gcra.step(tat, now, max_wait) {
                 Step::Reject { retry_after } => {
-                    return Acquire::OverBudget { retry_after: Duration::from_nanos(retry_after) }
+                    return Acquire::OverBudget {
+                        retry_after: Duration::from_nanos(retry_after),
+                    }
                 }
                 Step::Admit { new_tat, wait } => {
-                    match self.tat.compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire) {
-                        Ok(_) => return Acquire::Admit { wait: Duration::from_nanos(wait) },
+                    match self.tat.compare_exchange_weak(
+                        tat,
+                        new_tat,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            return Acquire::Admit {
+                                wait: Duration::from_nanos(wait),
+                            }
+                        }
                         Err(current) => tat = current,
                     }
                 }

@@ -1,0 +1,499 @@
+//! The configuration: TOML file, then `PARAGON_EDGE__SECTION__KEY` environment
+//! overrides, then `PARAGON_API_KEY`. Unknown keys are errors, every value is checked, and
+//! every error names its key.
+
+mod types;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub use types::{Backend, Dur, Secret};
+
+/// The whole configuration, exactly the keys of the contract, with their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[upstream]`
+    pub upstream: UpstreamConfig,
+    /// `[cache]`
+    pub cache: CacheSection,
+    /// `[rate_limit]`
+    pub rate_limit: RateLimitSection,
+    /// `[circuit_breaker]`
+    pub circuit_breaker: BreakerSection,
+    /// `[redis]`
+    pub redis: RedisConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Origins allowed by CORS; `["*"]` allows any; empty sends no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// Most ids in one batch request.
+    pub max_batch_ids: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Dur,
+    /// Bearer token of the admin actions; empty turns them off.
+    pub admin_token: Secret,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            cors_allowed_origins: Vec::new(),
+            max_batch_ids: 100,
+            shutdown_grace: Dur::secs(10),
+            admin_token: Secret::default(),
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// ParagoN's base URL; absent: the embedded simulator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// ParagoN API key (or env `PARAGON_API_KEY`).
+    pub api_key: Secret,
+    /// Limit on a whole upstream request.
+    pub timeout: Dur,
+    /// Limit on connecting.
+    pub connect_timeout: Dur,
+    /// Largest upstream body accepted.
+    pub max_response_bytes: usize,
+    /// Upstream calls in flight at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            base_url: None,
+            api_key: Secret::default(),
+            timeout: Dur::secs(2),
+            connect_timeout: Dur::millis(500),
+            max_response_bytes: 1_048_576,
+            max_concurrency: 256,
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    /// Whether the cache layer is in the stack.
+    pub enabled: bool,
+    /// Freshness of an answer.
+    pub ttl: Dur,
+    /// Most entries held.
+    pub max_entries: usize,
+    /// Stale serving window after expiry, when the upstream cannot answer.
+    pub stale_if_error: Dur,
+    /// How long 404 answers are cached; 0 never.
+    pub negative_ttl: Dur,
+    /// `memory`, or `redis` as a shared second tier.
+    pub backend: Backend,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            enabled: true,
+            ttl: Dur::secs(300),
+            max_entries: 100_000,
+            stale_if_error: Dur::secs(600),
+            negative_ttl: Dur::secs(0),
+            backend: Backend::Memory,
+        }
+    }
+}
+
+/// `[rate_limit]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Whether the rate limiter is in the stack.
+    pub enabled: bool,
+    /// Upstream calls per window, for the whole fleet.
+    pub max_requests: u32,
+    /// The window.
+    pub window: Dur,
+    /// Calls at once; 0 means `max_requests`.
+    pub burst: u32,
+    /// How long a call may wait for a slot; 0 rejects at once.
+    pub max_wait: Dur,
+    /// `memory`, or `redis`: one budget for every instance.
+    pub backend: Backend,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection {
+            enabled: true,
+            max_requests: 100,
+            window: Dur::secs(60),
+            burst: 0,
+            max_wait: Dur::secs(0),
+            backend: Backend::Memory,
+        }
+    }
+}
+
+/// `[circuit_breaker]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSection {
+    /// Whether the breaker is in the stack.
+    pub enabled: bool,
+    /// Consecutive failures that open it; 0 off.
+    pub failure_threshold: u32,
+    /// Failure share in `window` that opens it; 0 off.
+    pub failure_rate: f64,
+    /// The failure-rate window.
+    pub window: Dur,
+    /// Calls needed in `window` before `failure_rate` applies.
+    pub minimum_calls: u32,
+    /// Open period before half-open.
+    pub open_for: Dur,
+    /// Probes at once while half-open.
+    pub half_open_max_calls: u32,
+    /// A call slower than this counts as a failure; 0 off.
+    pub slow_call: Dur,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            enabled: true,
+            failure_threshold: 5,
+            failure_rate: 0.0,
+            window: Dur::secs(10),
+            minimum_calls: 20,
+            open_for: Dur::secs(60),
+            half_open_max_calls: 1,
+            slow_call: Dur::secs(0),
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]` or `rediss://…`.
+    pub url: Secret,
+    /// Prefix of every key.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: Secret::new("redis://127.0.0.1:6379"),
+            key_prefix: "paragon-edge:".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key is unknown or of the wrong type.
+    #[error("{0}")]
+    Load(String),
+    /// A value is out of range.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// `section.key`.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Environment prefix of overrides: `PARAGON_EDGE__UPSTREAM__BASE_URL` sets `upstream.base_url`.
+pub const ENV_PREFIX: &str = "PARAGON_EDGE__";
+/// Environment variable that may hold the API key.
+pub const API_KEY_ENV: &str = "PARAGON_API_KEY";
+
+impl Config {
+    /// Loads the defaults, then `file` (if any), then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        // Defaults come from the types' `#[serde(default)]`: serializing them would redact secrets.
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&[API_KEY_ENV])
+                    .map(|_| "upstream.api_key".into()),
+            )
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (no environment), and validates.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Load(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        for origin in &self.server.cors_allowed_origins {
+            if origin != "*" {
+                let ok = Url::parse(origin).ok().is_some_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && !origin.ends_with('/')
+                });
+                if !ok {
+                    return Err(invalid(
+                        "server.cors_allowed_origins",
+                        format!("{origin:?} is not an origin such as \"http://localhost:3000\" or \"*\""),
+                    ));
+                }
+            }
+        }
+        if self.server.max_batch_ids == 0 {
+            return Err(invalid("server.max_batch_ids", "must be at least 1"));
+        }
+        self.base_url()?;
+        let key = self.upstream.api_key.expose();
+        if key.chars().any(|c| c.is_control() || !c.is_ascii()) {
+            return Err(invalid(
+                "upstream.api_key",
+                "holds characters that cannot be sent in a header",
+            ));
+        }
+        positive("upstream.timeout", self.upstream.timeout)?;
+        positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
+        if self.upstream.max_response_bytes == 0 {
+            return Err(invalid("upstream.max_response_bytes", "must be at least 1"));
+        }
+        if self.upstream.max_concurrency == 0 {
+            return Err(invalid("upstream.max_concurrency", "must be at least 1"));
+        }
+        positive("cache.ttl", self.cache.ttl)?;
+        if self.cache.max_entries == 0 {
+            return Err(invalid("cache.max_entries", "must be at least 1"));
+        }
+        if self.rate_limit.max_requests == 0 {
+            return Err(invalid("rate_limit.max_requests", "must be at least 1"));
+        }
+        positive("rate_limit.window", self.rate_limit.window)?;
+        let b = &self.circuit_breaker;
+        if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate.is_nan() {
+            return Err(invalid(
+                "circuit_breaker.failure_rate",
+                format!("{} is not between 0 and 1", b.failure_rate),
+            ));
+        }
+        positive("circuit_breaker.window", b.window)?;
+        positive("circuit_breaker.open_for", b.open_for)?;
+        if b.half_open_max_calls == 0 {
+            return Err(invalid(
+                "circuit_breaker.half_open_max_calls",
+                "must be at least 1",
+            ));
+        }
+        if b.failure_rate > 0.0 && b.minimum_calls == 0 {
+            return Err(invalid(
+                "circuit_breaker.minimum_calls",
+                "must be at least 1 when failure_rate is set",
+            ));
+        }
+        let redis = Url::parse(self.redis.url.expose())
+            .map_err(|e| invalid("redis.url", format!("not a URL ({e})")))?;
+        if !matches!(redis.scheme(), "redis" | "rediss") || redis.host().is_none() {
+            return Err(invalid(
+                "redis.url",
+                "must be redis://host:port or rediss://host:port",
+            ));
+        }
+        if self.redis.key_prefix.is_empty() {
+            return Err(invalid("redis.key_prefix", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// `server.listen` as an address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address such as \"127.0.0.1:8080\"",
+                    self.server.listen
+                ),
+            )
+        })
+    }
+
+    /// `upstream.base_url` parsed; `None` means the embedded simulator.
+    pub fn base_url(&self) -> Result<Option<Url>, ConfigError> {
+        let Some(text) = &self.upstream.base_url else {
+            return Ok(None);
+        };
+        let url = Url::parse(text)
+            .map_err(|e| invalid("upstream.base_url", format!("{text:?} is not a URL ({e})")))?;
+        paragon_client::transport::check_base_url(&url)
+            .map_err(|m| invalid("upstream.base_url", format!("{text:?}: {m}")))?;
+        Ok(Some(url))
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut text = String::new();
+        if self.upstream.base_url.is_none() {
+            text.push_str(
+                "# upstream.base_url is not set: the embedded ParagoN simulator serves\n",
+            );
+        }
+        text.push_str(
+            &toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n")),
+        );
+        text
+    }
+}
+
+fn positive(key: &'static str, d: Dur) -> Result<(), ConfigError> {
+    if d.0.is_zero() {
+        Err(invalid(key, "must be longer than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Figment's errors, one line each, naming the key as `section.key`.
+fn describe(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let kind = e.kind.to_string();
+            let source = e.metadata.as_ref().map(|m| m.name.to_string());
+            match (key.is_empty(), source) {
+                (true, Some(s)) => format!("{kind} (in {s})"),
+                (true, None) => kind,
+                (false, Some(s)) => format!("{key}: {kind} (in {s})"),
+                (false, None) => format!("{key}: {kind}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(toml: &str) -> String {
+        Config::from_toml(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_the_contract() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.cache.stale_if_error, Dur::secs(600));
+        assert_eq!(c.base_url().unwrap(), None);
+    }
+
+    #[test]
+    fn every_error_names_its_key() {
+        let cases = [
+            ("[cache]\nttll = \"1s\"", "ttll"),
+            ("[cache]\nttl = \"0s\"", "cache.ttl"),
+            ("[cache]\nttl = \"-5s\"", "cache.ttl"),
+            ("[cache]\nttl = \"soon\"", "cache.ttl"),
+            (
+                "[circuit_breaker]\nfailure_rate = 1.5",
+                "circuit_breaker.failure_rate",
+            ),
+            (
+                "[circuit_breaker]\nfailure_rate = -0.1",
+                "circuit_breaker.failure_rate",
+            ),
+            (
+                "[circuit_breaker]\nopen_for = \"0s\"",
+                "circuit_breaker.open_for",
+            ),
+            ("[upstream]\nbase_url = \"not a url\"", "upstream.base_url"),
+            ("[upstream]\nbase_url = \"ftp://x\"", "upstream.base_url"),
+            ("[upstream]\ntimeout = \"0ms\"", "upstream.timeout"),
+            ("[rate_limit]\nmax_requests = 0", "rate_limit.max_requests"),
+            ("[rate_limit]\nmax_requests = -1", "rate_limit.max_requests"),
+            ("[rate_limit]\nbackend = \"etcd\"", "rate_limit.backend"),
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            (
+                "[server]\ncors_allowed_origins = [\"localhost\"]",
+                "server.cors_allowed_origins",
+            ),
+            ("[redis]\nurl = \"http://x\"", "redis.url"),
+            ("[nope]\nx = 1", "nope"),
+        ];
+        for (toml, key) in cases {
+            let e = err(toml);
+            assert!(
+                e.contains(key),
+                "{toml:?} gave {e:?}, which does not name {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets() {
+        let c = Config::from_toml(
+            "[upstream]\napi_key = \"sk-very-secret\"\n[server]\nadmin_token = \"adm-secret\"\n[redis]\nurl = \"redis://:pw-secret@h:1\"",
+        )
+        .unwrap();
+        let out = c.to_redacted_toml();
+        for secret in ["sk-very-secret", "adm-secret", "pw-secret"] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(out.contains("<redacted>"));
+        // What is printed is itself a valid configuration.
+        let reparsed: Config = toml::from_str(&out).unwrap();
+        assert_eq!(reparsed.cache, c.cache);
+    }
+}

@@ -1,0 +1,144 @@
+//! Value types of the configuration file: durations as strings, secrets that never print.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written as a string such as `"250ms"`, `"2s"` or `"5m"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// Whole seconds.
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+
+    /// Milliseconds.
+    pub const fn millis(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"250ms\", \"2s\" or \"5m\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                let t = v.trim();
+                if t.starts_with('-') {
+                    return Err(E::custom(format!(
+                        "{v:?} is negative; durations must be positive"
+                    )));
+                }
+                humantime::parse_duration(t).map(Dur).map_err(|e| {
+                    E::custom(format!(
+                        "{v:?} is not a duration ({e}); write e.g. \"250ms\", \"2s\", \"5m\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A secret (API key, admin token): printed and serialized only as `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The value itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is empty (not set).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// Where shared state lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In this process.
+    #[default]
+    Memory,
+    /// In Redis, shared by every instance.
+    Redis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Serialize)]
+    struct T {
+        d: Dur,
+    }
+
+    #[test]
+    fn durations_parse_and_print() {
+        let t: T = toml::from_str("d = \"250ms\"").unwrap();
+        assert_eq!(t.d, Dur::millis(250));
+        let t: T = toml::from_str("d = \"5m\"").unwrap();
+        assert_eq!(t.d, Dur::secs(300));
+        assert_eq!(toml::to_string(&t).unwrap().trim(), "d = \"5m\"");
+        assert!(toml::from_str::<T>("d = \"-5s\"")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
+        assert!(toml::from_str::<T>("d = \"soon\"").is_err());
+        assert!(toml::from_str::<T>("d = 5").is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        #[derive(Serialize)]
+        struct W {
+            k: Secret,
+        }
+        assert!(!toml::to_string(&W { k: s }).unwrap().contains("hunter2"));
+    }
+}

@@ -1,0 +1,31 @@
+//! ParagoN Edge: the service frontends call instead of the ParagoN API.
+//!
+//! It serves users from a stack of protective layers (cache → circuit breaker → rate
+//! limiter → HTTP transport, see [`stack`]) built once from a validated [`config`].
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use paragon_edge::{config::Config, server};
+//! let config = Config::load(None)?;                      // defaults + environment
+//! let edge = server::build(config, paragon_layers::Clock::coarse()).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server::run(listener, edge.state, server::shutdown_signal(), std::time::Duration::from_secs(10)).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`config`] — the TOML/environment configuration, validated once;
+//! - [`stack`] — the one composition of the layers;
+//! - [`app`] — `app(state) -> Router`, middleware (request ids, CORS, counters);
+//! - [`routes`] — handlers: users, batch, health, metrics, admin;
+//! - [`problem`] — errors as `application/problem+json`;
+//! - [`metrics`] — counters and the Prometheus text;
+//! - [`server`] — build, run with graceful shutdown, signals.
+
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod problem;
+pub mod routes;
+pub mod server;
+pub mod stack;

@@ -1,0 +1,197 @@
+//! Errors as `application/problem+json` (RFC 9457), with the contract's statuses.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use paragon_client::Error;
+use serde::Serialize;
+
+/// One problem answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened this time.
+    pub detail: String,
+    /// Whole seconds after which a retry may succeed (also sent as `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+impl Problem {
+    /// A problem of kind `slug` with `status`.
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            kind: format!("urn:paragon-edge:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds a retry time.
+    pub fn retry_after(mut self, d: Duration) -> Problem {
+        self.retry_after = Some(retry_after_secs(d));
+        self
+    }
+
+    /// `400`: a request we refuse to send upstream.
+    pub fn bad_request(slug: &str, detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, slug, "Bad request", detail)
+    }
+
+    /// `404` for a path that is not part of the API.
+    pub fn no_route(path: &str) -> Problem {
+        let shown: String = path.chars().take(200).collect();
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "Not found",
+            format!("no such endpoint: {shown}"),
+        )
+    }
+
+    /// The problem answering a ParagoN call's error.
+    pub fn from_error(e: &Error) -> Problem {
+        use StatusCode as S;
+        let p = match e {
+            Error::InvalidId(_) => Problem::bad_request("invalid-id", e.to_string()),
+            Error::NotFound => Problem::new(
+                S::NOT_FOUND,
+                "not-found",
+                "No such user",
+                "ParagoN has no user with this id",
+            ),
+            Error::RateLimited(r) => {
+                let detail = match r.cause {
+                    paragon_layers::rate_limit::RateLimitCause::Budget => {
+                        "the upstream request budget is spent"
+                    }
+                    paragon_layers::rate_limit::RateLimitCause::UpstreamPause => {
+                        "ParagoN asked us to slow down; upstream calls are paused"
+                    }
+                };
+                Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", "Rate limited", detail)
+                    .retry_after(r.retry_after)
+            }
+            Error::UpstreamRateLimited { retry_after } => Problem::new(
+                S::TOO_MANY_REQUESTS,
+                "upstream-rate-limited",
+                "Rate limited",
+                "ParagoN is rate limiting us; upstream calls are paused",
+            )
+            .retry_after(*retry_after),
+            Error::CircuitOpen(c) => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "circuit-open",
+                "ParagoN unavailable",
+                "ParagoN is failing; the circuit breaker is open and no call was made",
+            )
+            .retry_after(c.retry_after),
+            Error::Overloaded => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Overloaded",
+                e.to_string(),
+            )
+            .retry_after(Duration::from_secs(1)),
+            Error::Timeout { .. } => Problem::new(
+                S::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Upstream timeout",
+                e.to_string(),
+            ),
+            _ => Problem::new(
+                S::BAD_GATEWAY,
+                "upstream-failure",
+                "Upstream failure",
+                e.to_string(),
+            ),
+        };
+        p
+    }
+
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_at_least_one() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(60)), 60);
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        use paragon_layers::circuit_breaker::CircuitOpen;
+        use paragon_layers::rate_limit::{RateLimitCause, RateLimited};
+        let d = Duration::from_millis(1500);
+        let cases: Vec<(Error, u16, Option<u64>)> = vec![
+            (Error::NotFound, 404, None),
+            (
+                Error::RateLimited(RateLimited {
+                    retry_after: d,
+                    cause: RateLimitCause::Budget,
+                }),
+                429,
+                Some(2),
+            ),
+            (Error::UpstreamRateLimited { retry_after: d }, 429, Some(2)),
+            (
+                Error::CircuitOpen(CircuitOpen { retry_after: d }),
+                503,
+                Some(2),
+            ),
+            (Error::Timeout { timeout: d }, 504, None),
+            (Error::Connect("x".into()), 502, None),
+            (Error::UpstreamStatus { status: 500 }, 502, None),
+            (Error::BodyTooLarge { limit: 1 }, 502, None),
+        ];
+        for (e, status, retry) in cases {
+            let p = Problem::from_error(&e);
+            assert_eq!((p.status, p.retry_after), (status, retry), "{e:?}");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! `/admin/status` and the operator actions.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use paragon_client::{ParagonRequest, UserId};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::problem::Problem;
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The live state of every layer.
+pub async fn status(State(state): State<AppState>) -> Response {
+    let s = state.stack();
+    let config = &state.0.config;
+    let cache = match &s.cache {
+        Some(c) => {
+            let st = c.stats();
+            json!({
+                "enabled": true,
+                "backend": config.cache.backend,
+                "entries": st.entries,
+                "max_entries": config.cache.max_entries,
+                "hits": st.hits,
+                "misses": st.misses,
+                "stale": st.stale,
+                "hit_ratio": st.hit_ratio(),
+            })
+        }
+        None => json!({ "enabled": false }),
+    };
+    let limiter = match &s.limiter {
+        Some(l) => {
+            let st = l.stats();
+            let budget = l.budget().await;
+            let cfg = l.config();
+            json!({
+                "enabled": true,
+                "backend": config.rate_limit.backend,
+                "max_requests": cfg.max_requests.get(),
+                "window_ms": millis(cfg.window),
+                "burst": cfg.burst.get(),
+                "available": budget.available,
+                "paused_for_ms": millis(budget.paused_for),
+                "admitted": st.admitted,
+                "rejected_budget": st.rejected_budget,
+                "rejected_pause": st.rejected_pause,
+                "upstream_429": st.upstream_429,
+            })
+        }
+        None => json!({ "enabled": false }),
+    };
+    let breaker = match &s.breaker {
+        Some(b) => {
+            let st = b.stats();
+            json!({
+                "enabled": true,
+                "state": st.state.as_str(),
+                "consecutive_failures": st.consecutive_failures,
+                "window_calls": st.window.calls,
+                "window_failures": st.window.failures,
+                "successes": st.successes,
+                "failures": st.failures,
+                "rejected": st.rejected,
+                "transitions": st.transitions,
+                "half_open_in_ms": st.open_for.map(millis),
+            })
+        }
+        None => json!({ "enabled": false }),
+    };
+    Json(json!({
+        "ready": state.is_ready(),
+        "upstream": {
+            "base_url": state.0.upstream,
+            "embedded_simulator": state.0.embedded,
+            "in_flight": state.metrics().upstream_in_flight(),
+            "calls": state.metrics().upstream_calls(),
+        },
+        "cache": cache,
+        "rate_limit": limiter,
+        "circuit_breaker": breaker,
+    }))
+    .into_response()
+}
+
+/// Admin actions exist only with `server.admin_token` set, and need it as a bearer token.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    let token = &state.0.config.server.admin_token;
+    if token.is_empty() {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "Not found",
+            "admin actions are not enabled",
+        )
+        .into_response());
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        Ok(())
+    } else {
+        let mut r = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "a valid admin bearer token is required",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(r)
+    }
+}
+
+/// `POST /admin/circuit-breaker/{open,close,reset}`.
+pub async fn breaker(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(action): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let Some(b) = &state.stack().breaker else {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            "breaker-disabled",
+            "Conflict",
+            "the circuit breaker is not enabled",
+        )
+        .into_response();
+    };
+    match action.as_str() {
+        "open" => b.force_open(),
+        "close" => b.close(),
+        "reset" => b.reset(),
+        _ => {
+            return Problem::no_route(&format!("/admin/circuit-breaker/{action}")).into_response();
+        }
+    }
+    tracing::warn!(
+        action = action.as_str(),
+        "circuit breaker forced by an operator"
+    );
+    Json(json!({ "state": b.state().as_str() })).into_response()
+}
+
+/// `POST /admin/cache/purge` (everything) or `?id=` (one user).
+pub async fn purge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return r;
+    }
+    let Some(cache) = &state.stack().cache else {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            "cache-disabled",
+            "Conflict",
+            "the cache is not enabled",
+        )
+        .into_response();
+    };
+    let id = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.into_owned());
+    match id {
+        None => {
+            let before = cache.stats().entries;
+            cache.purge_all();
+            tracing::warn!(entries = before, "cache purged by an operator");
+            Json(json!({ "purged": before })).into_response()
+        }
+        Some(raw) => match UserId::parse(&raw) {
+            Ok(id) => {
+                let purged = cache.purge(&ParagonRequest::GetUser(id));
+                Json(json!({ "purged": usize::from(purged) })).into_response()
+            }
+            Err(e) => {
+                Problem::bad_request("invalid-id", format!("invalid user id: {e}")).into_response()
+            }
+        },
+    }
+}

@@ -1,0 +1,5 @@
+//! Request handlers.
+
+pub mod admin;
+pub mod ops;
+pub mod users;

@@ -1,0 +1,200 @@
+//! `GET /v1/users/{id}` and `GET /v1/users?ids=…`.
+
+use std::collections::HashSet;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::stream::{self, StreamExt};
+use paragon_client::{Error, UserId};
+
+use crate::app::AppState;
+use crate::problem::Problem;
+
+/// One user, exactly as ParagoN sent it, with `x-cache`.
+pub async fn get_user(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let raw = match id {
+        Ok(Path(raw)) => raw,
+        Err(_) => {
+            return Problem::bad_request("invalid-id", "the id is not valid UTF-8 once decoded")
+                .into_response()
+        }
+    };
+    let id = match UserId::parse(&raw) {
+        Ok(id) => id,
+        Err(e) => {
+            return Problem::bad_request("invalid-id", format!("invalid user id: {e}"))
+                .into_response()
+        }
+    };
+    match state.stack().client.fetch_user_with_status(&id).await {
+        Ok(fetched) => {
+            let mut response = (StatusCode::OK, fetched.value.raw_json()).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert("x-cache", HeaderValue::from_static(fetched.cache.as_str()));
+            response
+        }
+        Err(e) => problem_for(&e).into_response(),
+    }
+}
+
+/// `GET /v1/users/` has an empty id.
+pub async fn empty_id() -> Response {
+    Problem::bad_request("invalid-id", "invalid user id: the id is empty").into_response()
+}
+
+fn problem_for(e: &Error) -> Problem {
+    let p = Problem::from_error(e);
+    if p.status >= 500 {
+        tracing::warn!(error = %e, kind = e.kind(), status = p.status, "ParagoN call failed");
+    }
+    p
+}
+
+/// The ids of a batch request: `ids` given once, comma-separated, each valid, at most
+/// `max` of them; duplicates are kept once, in first-seen order.
+pub fn parse_batch(query: Option<&str>, max: usize) -> Result<Vec<UserId>, Problem> {
+    let mut ids_param = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key == "ids" {
+            if ids_param.is_some() {
+                return Err(Problem::bad_request(
+                    "invalid-batch",
+                    "give `ids` once, as a comma-separated list",
+                ));
+            }
+            ids_param = Some(value);
+        }
+    }
+    let Some(list) = ids_param else {
+        return Err(Problem::bad_request(
+            "invalid-batch",
+            "the `ids` query parameter is required, e.g. ?ids=a,b,c",
+        ));
+    };
+    if list.is_empty() {
+        return Err(Problem::bad_request("invalid-batch", "`ids` is empty"));
+    }
+    let parts: Vec<&str> = list.split(',').collect();
+    if parts.len() > max {
+        return Err(Problem::bad_request(
+            "too-many-ids",
+            format!(
+                "{} ids given; at most {max} are allowed per request",
+                parts.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(parts.len());
+    let mut ids = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let id = UserId::parse(part).map_err(|e| {
+            Problem::bad_request("invalid-id", format!("id number {} is invalid: {e}", i + 1))
+        })?;
+        if seen.insert(id.clone()) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Many users at once: `{"users": {id: user}, "errors": {id: problem}}`.
+pub async fn get_batch(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let config = &state.0.config;
+    let ids = match parse_batch(query.as_deref(), config.server.max_batch_ids) {
+        Ok(ids) => ids,
+        Err(p) => return p.into_response(),
+    };
+    let concurrency = config.upstream.max_concurrency.max(1);
+    let mut results: Vec<(usize, Result<Bytes, Problem>)> =
+        stream::iter(ids.clone().into_iter().enumerate())
+            .map(|(i, id)| {
+                let client = state.stack().client.clone();
+                async move {
+                    let r = client
+                        .fetch_user(&id)
+                        .await
+                        .map(|u| u.raw_json())
+                        .map_err(|e| problem_for(&e));
+                    (i, r)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    results.sort_unstable_by_key(|(i, _)| *i);
+
+    let mut users = BytesMut::with_capacity(256 * results.len() + 32);
+    let mut errors = BytesMut::new();
+    for (i, result) in results {
+        let key = serde_json::to_vec(ids[i].as_str()).unwrap_or_default();
+        let (out, value) = match result {
+            Ok(raw) => (&mut users, raw),
+            Err(p) => (
+                &mut errors,
+                Bytes::from(serde_json::to_vec(&p).unwrap_or_default()),
+            ),
+        };
+        out.put_u8(if out.is_empty() { b'{' } else { b',' });
+        out.put_slice(&key);
+        out.put_u8(b':');
+        out.put_slice(&value);
+    }
+    let mut body = BytesMut::with_capacity(users.len() + errors.len() + 32);
+    body.put_slice(b"{\"users\":");
+    close_object(&mut body, &users);
+    body.put_slice(b",\"errors\":");
+    close_object(&mut body, &errors);
+    body.put_u8(b'}');
+    let mut response = (StatusCode::OK, body.freeze()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn close_object(body: &mut BytesMut, members: &BytesMut) {
+    if members.is_empty() {
+        body.put_slice(b"{}");
+    } else {
+        body.put_slice(members);
+        body.put_u8(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_parsing() {
+        let ids = parse_batch(Some("ids=a,b,a,c"), 10).unwrap();
+        assert_eq!(
+            ids.iter().map(|i| i.as_str()).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("ids="),
+            Some("ids=a,,b"),
+            Some("ids=a%2Fb"),
+            Some("ids=a&ids=b"),
+            Some("ids=a,.."),
+        ] {
+            assert_eq!(parse_batch(bad, 10).unwrap_err().status, 400, "{bad:?}");
+        }
+        assert_eq!(parse_batch(Some("ids=a,b,c"), 2).unwrap_err().status, 400);
+        assert!(parse_batch(Some("ids=a,b"), 2).is_ok());
+    }
+}

@@ -1,0 +1,136 @@
+//! Starting and stopping the service.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paragon_layers::Clock;
+use paragon_sim::{SimConfig, SimHandle, Simulator};
+use tokio::net::TcpListener;
+
+use crate::app::{app, AppState};
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::stack::{self, BuildError};
+
+/// A built edge: its state, and the embedded simulator when no `upstream.base_url` is set.
+pub struct Edge {
+    /// What the handlers serve from.
+    pub state: AppState,
+    /// The in-process ParagoN simulator, when it is the upstream.
+    pub simulator: Option<SimHandle>,
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The stack cannot be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The embedded simulator cannot start.
+    #[error("cannot start the embedded ParagoN simulator: {0}")]
+    Simulator(std::io::Error),
+}
+
+/// Builds the stack from `config` (starting the embedded simulator when no upstream is set).
+pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
+    config.validate()?;
+    let metrics = Arc::new(Metrics::default());
+    let (base_url, simulator) = match config.base_url()? {
+        Some(url) => (url, None),
+        None => {
+            let sim = Simulator::new(SimConfig::default())
+                .spawn(([127, 0, 0, 1], 0).into())
+                .await
+                .map_err(StartError::Simulator)?;
+            let url = sim.base_url().parse().map_err(|e| {
+                StartError::Simulator(std::io::Error::other(format!("simulator address: {e}")))
+            })?;
+            tracing::info!(
+                upstream = %sim.base_url(),
+                "no upstream.base_url set: serving from the embedded ParagoN simulator"
+            );
+            (url, Some(sim))
+        }
+    };
+    let upstream = base_url.to_string();
+    let stack = stack::build(&config, base_url, clock, metrics.clone())?;
+    let state = AppState::new(stack, config, metrics, upstream, simulator.is_some());
+    Ok(Edge { state, simulator })
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then drains.
+///
+/// On shutdown `/readyz` turns 503 at once while the server keeps answering, so load
+/// balancers see it; once no API request is in flight (or `grace` has passed) it stops
+/// accepting, lets open requests finish, and returns. Nothing waits longer than `grace`.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_state = state.clone();
+    let drained = async move {
+        shutdown.await;
+        drain_state.begin_shutdown();
+        let _ = stopping_tx.send(());
+        tracing::info!(
+            in_flight = drain_state.in_flight(),
+            "shutting down: draining in-flight requests"
+        );
+        if tokio::time::timeout(grace, drain_state.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = drain_state.in_flight(),
+                "shutdown grace passed with requests in flight"
+            );
+        }
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(drained);
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            // The drain above uses `grace`; the connections get a moment more to write out.
+            tokio::time::sleep(grace + Duration::from_millis(500)).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("connections still open after the shutdown grace; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
