@@ -22,9 +22,11 @@
 //! - `error.rs` — [`Error`], and how each kind counts for cache, limiter and breaker;
 //! - `transport.rs` — [`HttpTransport`], bounded reads, timeouts, bearer key;
 //! - `client.rs` — the [`ParagonClient`] façade;
+//! - `codec.rs` — [`ParagonCodec`], answers as bytes for a shared cache tier;
 //! - `testing.rs` — [`testing::FakeParagon`] (feature `testing`).
 
 mod client;
+mod codec;
 mod error;
 mod id;
 mod request;
@@ -34,6 +36,7 @@ pub mod transport;
 mod user;
 
 pub use client::{Fetched, ParagonClient};
+pub use codec::ParagonCodec;
 pub use error::Error;
 pub use id::{is_id_byte, InvalidUserId, UserId, MAX_ID_LEN};
 pub use paragon_layers::cache::CacheStatus;

@@ -58,6 +58,12 @@ pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
     };
     let upstream = base_url.to_string();
     let stack = stack::build(&config, base_url, clock, metrics.clone())?;
+    if let Some(link) = &stack.redis {
+        // Give Redis a moment so the first requests already use the fleet's state.
+        if link.wait_up(Duration::from_secs(1)).await {
+            tracing::info!(prefix = link.prefix(), "fleet mode: sharing state through Redis");
+        }
+    }
     let state = AppState::new(stack, config, metrics, upstream, simulator.is_some());
     Ok(Edge { state, simulator })
 }

@@ -3,10 +3,15 @@
 //! A disabled layer is absent from the stack, not a pass-through.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use paragon_client::{
-    ApiKey, Error, HttpTransport, ParagonClient, ParagonRequest, ParagonResponse, TransportConfig,
+    ApiKey, Error, HttpTransport, ParagonClient, ParagonCodec, ParagonRequest, ParagonResponse,
+    TransportConfig,
 };
+use paragon_layers::fleet::{LinkOptions, RedisLink, RedisRateStore, RedisTier};
+use paragon_layers::rate_limit::gcra::Gcra;
+use paragon_layers::rate_limit::{Acquire, BudgetState, RateStore};
 use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
 use paragon_layers::circuit_breaker::{
     BreakerConfig, BreakerHandle, CircuitBreaker, CircuitBreakerLayer,
@@ -19,13 +24,13 @@ use tower::util::Either;
 use tower::Layer;
 use url::Url;
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::metrics::{Instrumented, Metrics};
 
 /// The transport with its concurrency bound and counters.
 pub type Upstream = Instrumented<HttpTransport>;
 /// Upstream, behind the rate limiter when it is on.
-pub type Limited = Either<RateLimit<Upstream, MemoryStore>, Upstream>;
+pub type Limited = Either<RateLimit<Upstream, EdgeStore>, Upstream>;
 /// Limited, behind the breaker when it is on.
 pub type Guarded = Either<CircuitBreaker<Limited>, Limited>;
 /// The whole stack: Guarded, behind the cache when it is on.
@@ -43,7 +48,45 @@ pub struct Stack {
     /// The breaker, when enabled.
     pub breaker: Option<BreakerHandle>,
     /// The rate limiter, when enabled.
-    pub limiter: Option<RateLimitHandle<MemoryStore>>,
+    pub limiter: Option<RateLimitHandle<EdgeStore>>,
+    /// The Redis link, when a layer uses the `redis` backend.
+    pub redis: Option<RedisLink>,
+}
+
+/// The limiter's store chosen by `rate_limit.backend`.
+pub enum EdgeStore {
+    /// One budget in this process.
+    Memory(MemoryStore),
+    /// One budget for the fleet, in Redis.
+    Redis(RedisRateStore),
+}
+
+impl RateStore for EdgeStore {
+    async fn acquire(&self, gcra: &Gcra, max_wait: Duration) -> Acquire {
+        match self {
+            EdgeStore::Memory(m) => m.acquire_now(gcra, max_wait),
+            EdgeStore::Redis(r) => r.acquire(gcra, max_wait).await,
+        }
+    }
+
+    async fn pause_for(&self, d: Duration) {
+        match self {
+            EdgeStore::Memory(m) => m.pause_now(d),
+            EdgeStore::Redis(r) => r.pause_for(d).await,
+        }
+    }
+
+    async fn state(&self, gcra: &Gcra) -> BudgetState {
+        match self {
+            EdgeStore::Memory(m) => m.state_now(gcra),
+            EdgeStore::Redis(r) => r.state(gcra).await,
+        }
+    }
+}
+
+/// How long a fleet-wide cache fill claim is held: the upstream timeout and a margin.
+fn fill_hold(config: &Config) -> Duration {
+    config.upstream.timeout.0 + Duration::from_secs(1)
 }
 
 /// Why the stack cannot be built.
@@ -52,6 +95,9 @@ pub enum BuildError {
     /// The transport (base URL, key, TLS) cannot be set up.
     #[error(transparent)]
     Transport(#[from] paragon_client::TransportError),
+    /// Redis cannot be used (a malformed `redis.url`).
+    #[error("redis.url: {0}")]
+    Redis(String),
     /// A layer setting is out of range.
     #[error("{section}.{}", .source)]
     Layer {
@@ -119,8 +165,33 @@ pub fn build(
     })?;
     let upstream = Instrumented::new(transport, metrics.clone(), u.max_concurrency, u.timeout.0);
 
+    let shared_limiter = config.rate_limit.enabled && config.rate_limit.backend == Backend::Redis;
+    let shared_cache = config.cache.enabled && config.cache.backend == Backend::Redis;
+    let redis = if shared_limiter || shared_cache {
+        let options = LinkOptions { key_prefix: config.redis.key_prefix.clone(), ..LinkOptions::default() };
+        let link = RedisLink::open(config.redis.url.expose(), options)
+            .map_err(|e| BuildError::Redis(e.to_string()))?;
+        let m = metrics.clone();
+        let mut up = link.subscribe();
+        m.set_redis_up(*up.borrow());
+        tokio::spawn(async move {
+            while up.changed().await.is_ok() {
+                let now_up = *up.borrow();
+                m.set_redis_up(now_up);
+            }
+        });
+        Some(link)
+    } else {
+        None
+    };
+
     let (limited, limiter): (Limited, _) = if config.rate_limit.enabled {
-        let layer = RateLimitLayer::memory(rate_limit_config(config)?, clock.clone());
+        let rl = rate_limit_config(config)?;
+        let store = match (&redis, shared_limiter) {
+            (Some(link), true) => EdgeStore::Redis(RedisRateStore::new(link.clone(), rl, clock.clone())),
+            _ => EdgeStore::Memory(MemoryStore::new(clock.clone())),
+        };
+        let layer = RateLimitLayer::with_store(rl, store, clock.clone());
         (Either::Left(layer.layer(upstream)), Some(layer.handle()))
     } else {
         (Either::Right(upstream), None)
@@ -143,7 +214,13 @@ pub fn build(
     };
 
     let (service, cache): (EdgeService, _) = if config.cache.enabled {
-        let layer = CacheLayer::new(cache_config(config), clock);
+        let layer = match (&redis, shared_cache) {
+            (Some(link), true) => {
+                let tier = Arc::new(RedisTier::new(link.clone(), ParagonCodec));
+                CacheLayer::with_tier(cache_config(config), clock, tier, fill_hold(config))
+            }
+            _ => CacheLayer::new(cache_config(config), clock),
+        };
         (Either::Left(layer.layer(guarded)), Some(layer.handle()))
     } else {
         (Either::Right(guarded), None)
@@ -154,5 +231,6 @@ pub fn build(
         cache,
         breaker,
         limiter,
+        redis,
     })
 }

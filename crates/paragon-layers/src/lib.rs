@@ -79,6 +79,8 @@
 pub mod cache;
 pub mod circuit_breaker;
 mod clock;
+#[cfg(feature = "redis")]
+pub mod fleet;
 pub mod rate_limit;
 
 pub use clock::{Clock, Timestamp};

@@ -111,7 +111,7 @@ pub enum Backend {
 mod tests {
     use super::*;
 
-    #[derive(Deserialize, Serialize)]
+    #[derive(Debug, Deserialize, Serialize)]
     struct T {
         d: Dur,
     }

@@ -74,8 +74,18 @@ pub async fn status(State(state): State<AppState>) -> Response {
         }
         None => json!({ "enabled": false }),
     };
+    let redis = match &s.redis {
+        Some(link) => json!({
+            "enabled": true,
+            "reachable": link.is_up(),
+            "instances": link.instances(),
+            "key_prefix": link.prefix(),
+        }),
+        None => json!({ "enabled": false }),
+    };
     Json(json!({
         "ready": state.is_ready(),
+        "redis": redis,
         "upstream": {
             "base_url": state.0.upstream,
             "embedded_simulator": state.0.embedded,
@@ -179,13 +189,13 @@ pub async fn purge(
     match id {
         None => {
             let before = cache.stats().entries;
-            cache.purge_all();
+            cache.purge_all().await;
             tracing::warn!(entries = before, "cache purged by an operator");
             Json(json!({ "purged": before })).into_response()
         }
         Some(raw) => match UserId::parse(&raw) {
             Ok(id) => {
-                let purged = cache.purge(&ParagonRequest::GetUser(id));
+                let purged = cache.purge(&ParagonRequest::GetUser(id)).await;
                 Json(json!({ "purged": usize::from(purged) })).into_response()
             }
             Err(e) => {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tower::Layer;
 
-use super::service::{Cache, CacheHandle, Shared};
+use super::service::{Cache, CacheHandle, Shared, TierLink};
+use super::tier::SharedTier;
 use super::CacheKey;
 use crate::Clock;
 
@@ -53,13 +54,22 @@ pub struct CacheLayer<Req: CacheKey, R, E> {
     _req: PhantomData<fn(Req)>,
 }
 
-impl<Req: CacheKey, R: Clone, E: Clone> CacheLayer<Req, R, E> {
+impl<Req: CacheKey, R: Clone + 'static, E: Clone + 'static> CacheLayer<Req, R, E> {
     /// A layer with its own, empty table.
     pub fn new(config: CacheConfig, clock: Clock) -> Self {
-        CacheLayer {
-            shared: Arc::new(Shared::new(config, clock)),
-            _req: PhantomData,
-        }
+        CacheLayer { shared: Arc::new(Shared::new(config, clock, None)), _req: PhantomData }
+    }
+
+    /// A layer whose misses go to `tier` before the upstream. A fleet-wide fill claim is
+    /// held at most `hold` (set it above the upstream timeout).
+    pub fn with_tier(
+        config: CacheConfig,
+        clock: Clock,
+        tier: Arc<dyn SharedTier<Req::Key, R, E>>,
+        hold: Duration,
+    ) -> Self {
+        let link = TierLink { tier, hold };
+        CacheLayer { shared: Arc::new(Shared::new(config, clock, Some(link))), _req: PhantomData }
     }
 
     /// A handle for purging and statistics.

@@ -16,17 +16,20 @@
 //! # Layout
 //! `layer.rs` configuration and the layer, `service.rs` the service and fills,
 //! `freshness.rs` the pure freshness rule, `store.rs` the bounded sharded table,
-//! `error.rs` the error of a fill that never finished.
+//! `error.rs` the error of a fill that never finished, `tier.rs` the optional shared second
+//! tier (for a fleet of instances) that misses consult before the upstream.
 
 mod error;
 pub mod freshness;
 mod layer;
 mod service;
 mod store;
+mod tier;
 
 pub use error::FillAborted;
 pub use layer::{CacheConfig, CacheLayer};
 pub use service::{Cache, CacheHandle, CacheStats};
+pub use tier::{CachedValue, Claim, SharedTier, TierCodec, TierEntry};
 
 use std::borrow::Cow;
 use std::hash::Hash;

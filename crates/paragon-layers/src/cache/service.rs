@@ -14,31 +14,37 @@ use super::store::{Entry, Table};
 use super::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, FillAborted};
 use crate::Clock;
 
-/// What an entry holds: an answer, or a cached "does not exist".
-#[derive(Clone)]
-pub(crate) enum Stored<R, E> {
-    Value(R),
-    Negative(E),
-}
+use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry};
+
+/// How often a fill that waits for another instance's fill looks for its answer.
+const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
 /// The result a fill hands to everyone waiting on it.
 type Outcome<R, E> = Result<(R, CacheStatus), E>;
 /// A fill in progress: waiters subscribe to it.
 type Flight<R, E> = Arc<watch::Sender<Option<Outcome<R, E>>>>;
 
+/// The optional shared tier, and how long a fleet-wide fill claim is held.
+pub(crate) struct TierLink<K, R, E> {
+    pub(crate) tier: Arc<dyn SharedTier<K, R, E>>,
+    pub(crate) hold: Duration,
+}
+
 pub(crate) struct Shared<K, R, E> {
     table: Table<K, Stored<R, E>, Flight<R, E>>,
     config: CacheConfig,
+    tier: Option<TierLink<K, R, E>>,
     clock: Clock,
     misses: AtomicU64,
     stale: AtomicU64,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
-    pub(crate) fn new(config: CacheConfig, clock: Clock) -> Self {
+    pub(crate) fn new(config: CacheConfig, clock: Clock, tier: Option<TierLink<K, R, E>>) -> Self {
         Shared {
             table: Table::new(config.max_entries.get()),
             config,
+            tier,
             clock,
             misses: AtomicU64::new(0),
             stale: AtomicU64::new(0),
@@ -141,8 +147,7 @@ where
                     hash,
                     tx: Some(tx),
                 };
-                let inner = self.inner.clone();
-                tokio::spawn(fill.run(inner.oneshot(req)));
+                tokio::spawn(fill.run(self.inner.clone(), req));
                 rx
             }
         };
@@ -181,28 +186,58 @@ struct Fill<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> {
     tx: Option<Flight<R, E>>,
 }
 
+/// Where a fill's answer came from.
+enum Filled<R, E> {
+    /// The upstream was called (or failed); a stale entry of the shared tier may stand in.
+    Upstream { result: Result<R, E>, tier_stale: Option<R> },
+    /// Another instance's fill, read from the shared tier.
+    Shared { value: Stored<R, E>, fresh_for: Duration },
+}
+
 impl<K, R, E> Fill<K, R, E>
 where
-    K: std::hash::Hash + Eq + Clone,
-    R: Clone,
-    E: CachePolicy + Clone,
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    R: Clone + Send + Sync + 'static,
+    E: CachePolicy + Clone + Send + Sync + 'static,
 {
-    async fn run(mut self, call: impl std::future::Future<Output = Result<R, E>>) {
-        let result = call.await;
-        let outcome = self.store(result);
+    async fn run<S, Req>(mut self, inner: S, req: Req)
+    where
+        S: Service<Req, Response = R, Error = E> + Send,
+        S::Future: Send,
+        Req: Send,
+    {
+        let filled = match &self.shared.tier {
+            None => Filled::Upstream { result: inner.oneshot(req).await, tier_stale: None },
+            Some(link) => fill_through_tier(link, &self.shared.config, &self.key, inner, req).await,
+        };
+        let outcome = self.store(filled);
         if let Some(tx) = self.tx.take() {
             tx.send_replace(Some(outcome));
         }
     }
 
     /// Records the result of the fill and decides what the waiters get.
-    fn store(&self, result: Result<R, E>) -> Outcome<R, E> {
+    fn store(&self, filled: Filled<R, E>) -> Outcome<R, E> {
         let shared = &self.shared;
         let config = &shared.config;
         let now = shared.clock.now();
         let mut shard = shared.table.write(self.hash);
         let slot = shard.get_or_insert(self.hash, &self.key, now);
         slot.flight = None;
+        let (result, tier_stale) = match filled {
+            Filled::Shared { value, fresh_for } => {
+                let fresh_until = now.after(fresh_for);
+                let outcome = match &value {
+                    Stored::Value(r) => Ok((r.clone(), CacheStatus::Hit)),
+                    Stored::Negative(e) => Err(e.clone()),
+                };
+                let stale = if matches!(value, Stored::Value(_)) { config.stale_if_error } else { Duration::ZERO };
+                let life = Lifetime { fresh_until, stale_until: fresh_until.after(stale) };
+                slot.entry = Some(Entry { value, life });
+                return outcome;
+            }
+            Filled::Upstream { result, tier_stale } => (result, tier_stale),
+        };
         let outcome = match result {
             Ok(r) => {
                 let life = Lifetime::new(now, config.ttl, config.stale_if_error);
@@ -227,6 +262,7 @@ where
                     }) if e.serve_stale() => (life.at(now) != Freshness::Dead).then(|| r.clone()),
                     _ => None,
                 };
+                let usable = usable.or_else(|| tier_stale.filter(|_| e.serve_stale()));
                 if slot
                     .entry
                     .as_ref()
@@ -245,6 +281,55 @@ where
         };
         shard.remove_if_empty(self.hash, &self.key);
         outcome
+    }
+}
+
+/// A fill with a shared tier: use the tier's fresh entry, or claim the key for the
+/// fleet and call the upstream, or wait for the instance that claimed it.
+async fn fill_through_tier<S, Req, K, R, E>(
+    link: &TierLink<K, R, E>,
+    config: &CacheConfig,
+    key: &K,
+    inner: S,
+    req: Req,
+) -> Filled<R, E>
+where
+    S: Service<Req, Response = R, Error = E>,
+    K: 'static,
+    R: Clone + 'static,
+    E: CachePolicy + Clone + 'static,
+{
+    let tier = &*link.tier;
+    let started = tokio::time::Instant::now();
+    let mut tier_stale = None;
+    loop {
+        match tier.lookup(key).await {
+            TierEntry::Fresh { value, fresh_for } => return Filled::Shared { value, fresh_for },
+            TierEntry::Stale(r) => tier_stale = Some(r),
+            TierEntry::Absent => {}
+        }
+        match tier.claim(key, link.hold).await {
+            Claim::Leader(token) => {
+                let result = inner.oneshot(req).await;
+                match &result {
+                    Ok(r) => {
+                        let value = Stored::Value(r.clone());
+                        tier.publish(key, token, &value, config.ttl, config.stale_if_error).await;
+                    }
+                    Err(e) if e.is_negative() && !config.negative_ttl.is_zero() => {
+                        let value = Stored::Negative(e.clone());
+                        tier.publish(key, token, &value, config.negative_ttl, Duration::ZERO).await;
+                    }
+                    Err(_) => tier.release(key, token).await,
+                }
+                return Filled::Upstream { result, tier_stale };
+            }
+            Claim::Follower if started.elapsed() < link.hold => tokio::time::sleep(FOLLOW_POLL).await,
+            // The tier is unreachable, or the claimant took too long: fill without it.
+            Claim::Follower | Claim::Unavailable => {
+                return Filled::Upstream { result: inner.oneshot(req).await, tier_stale };
+            }
+        }
     }
 }
 
@@ -301,19 +386,26 @@ impl<K, R, E> Clone for CacheHandle<K, R, E> {
     }
 }
 
-impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> CacheHandle<K, R, E> {
+impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + 'static> CacheHandle<K, R, E> {
     pub(crate) fn new(shared: Arc<Shared<K, R, E>>) -> Self {
         CacheHandle { shared }
     }
 
-    /// Drops every entry.
-    pub fn purge_all(&self) {
+    /// Drops every entry (in the shared tier too, when there is one).
+    pub async fn purge_all(&self) {
         self.shared.table.clear();
+        if let Some(link) = &self.shared.tier {
+            link.tier.purge(None).await;
+        }
     }
 
-    /// Drops the entry of `key`; true if there was one.
-    pub fn purge(&self, key: &K) -> bool {
-        self.shared.table.remove(key)
+    /// Drops the entry of `key` (in the shared tier too); true if there was one locally.
+    pub async fn purge(&self, key: &K) -> bool {
+        let had = self.shared.table.remove(key);
+        if let Some(link) = &self.shared.tier {
+            link.tier.purge(Some(key)).await;
+        }
+        had
     }
 
     /// Current counters.

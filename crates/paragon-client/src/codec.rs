@@ -1,0 +1,70 @@
+//! Cache entries of ParagoN answers as bytes, for a shared cache tier.
+
+use bytes::Bytes;
+use paragon_layers::cache::{CachedValue, TierCodec};
+
+use crate::{Error, ParagonRequest, ParagonResponse, Resource, User};
+
+/// Encodes user documents as their exact JSON bytes (tag `u`) and "no such user" as the
+/// tag `n`. Decoding re-validates the document against the requested id.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParagonCodec;
+
+impl TierCodec<ParagonRequest, ParagonResponse, Error> for ParagonCodec {
+    fn key(&self, key: &ParagonRequest) -> String {
+        match key {
+            ParagonRequest::GetUser(id) => format!("user:{id}"),
+        }
+    }
+
+    fn encode(&self, value: &CachedValue<ParagonResponse, Error>) -> Option<Vec<u8>> {
+        match value {
+            CachedValue::Value(ParagonResponse { resource: Resource::User(user), .. }) => {
+                let raw = user.raw_json();
+                let mut out = Vec::with_capacity(raw.len() + 1);
+                out.push(b'u');
+                out.extend_from_slice(&raw);
+                Some(out)
+            }
+            CachedValue::Negative(Error::NotFound) => Some(vec![b'n']),
+            CachedValue::Negative(_) => None,
+        }
+    }
+
+    fn decode(&self, key: &ParagonRequest, bytes: &[u8]) -> Option<CachedValue<ParagonResponse, Error>> {
+        let ParagonRequest::GetUser(id) = key;
+        match bytes.split_first()? {
+            (b'u', raw) => {
+                let user = User::decode(id, Bytes::copy_from_slice(raw)).ok()?;
+                Some(CachedValue::Value(ParagonResponse::new(Resource::User(user))))
+            }
+            (b'n', []) => Some(CachedValue::Negative(Error::NotFound)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UserId;
+
+    #[test]
+    fn round_trips_and_refuses_foreign_bytes() {
+        let id = UserId::parse("u1").unwrap();
+        let key = ParagonRequest::GetUser(id.clone());
+        let user = User::decode(&id, Bytes::from_static(br#"{"id":"u1","x":1}"#)).unwrap();
+        let value = CachedValue::Value(ParagonResponse::new(Resource::User(user.clone())));
+        let bytes = ParagonCodec.encode(&value).unwrap();
+        assert_eq!(ParagonCodec.decode(&key, &bytes), Some(value));
+        let neg = ParagonCodec.encode(&CachedValue::Negative(Error::NotFound)).unwrap();
+        assert_eq!(ParagonCodec.decode(&key, &neg), Some(CachedValue::Negative(Error::NotFound)));
+        assert_eq!(ParagonCodec.encode(&CachedValue::Negative(Error::Overloaded)), None);
+        // Another user's document under this key is refused.
+        let other = ParagonRequest::GetUser(UserId::parse("u2").unwrap());
+        assert_eq!(ParagonCodec.decode(&other, &bytes), None);
+        assert_eq!(ParagonCodec.decode(&key, b"x{}"), None);
+        assert_eq!(ParagonCodec.decode(&key, b""), None);
+        assert_eq!(ParagonCodec.key(&key), "user:u1");
+    }
+}
