@@ -95,12 +95,13 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     let grace = config.server.shutdown_grace.0;
+    let shutdown = server::shutdown_signal();
     let edge = server::build(config, paragon_layers::Clock::coarse()).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.listen): {e}"))?;
     tracing::info!(listen = %listener.local_addr()?, "paragon-edge serving");
-    server::run(listener, edge.state, server::shutdown_signal(), grace).await?;
+    server::run(listener, edge.state, shutdown, grace).await?;
     tracing::info!("paragon-edge stopped");
     Ok(())
 }

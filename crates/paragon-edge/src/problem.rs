@@ -72,7 +72,7 @@ impl Problem {
     /// The problem answering a ParagoN call's error.
     pub fn from_error(e: &Error) -> Problem {
         use StatusCode as S;
-        let p = match e {
+        match e {
             Error::InvalidId(_) => Problem::bad_request("invalid-id", e.to_string()),
             Error::NotFound => Problem::new(
                 S::NOT_FOUND,
@@ -125,8 +125,7 @@ impl Problem {
                 "Upstream failure",
                 e.to_string(),
             ),
-        };
-        p
+        }
     }
 
     fn status_code(&self) -> StatusCode {

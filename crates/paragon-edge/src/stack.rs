@@ -9,13 +9,13 @@ use paragon_client::{
     ApiKey, Error, HttpTransport, ParagonClient, ParagonCodec, ParagonRequest, ParagonResponse,
     TransportConfig,
 };
-use paragon_layers::fleet::{LinkOptions, RedisLink, RedisRateStore, RedisTier};
-use paragon_layers::rate_limit::gcra::Gcra;
-use paragon_layers::rate_limit::{Acquire, BudgetState, RateStore};
 use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
 use paragon_layers::circuit_breaker::{
     BreakerConfig, BreakerHandle, CircuitBreaker, CircuitBreakerLayer,
 };
+use paragon_layers::fleet::{LinkOptions, RedisLink, RedisRateStore, RedisTier};
+use paragon_layers::rate_limit::gcra::Gcra;
+use paragon_layers::rate_limit::{Acquire, BudgetState, RateStore};
 use paragon_layers::rate_limit::{
     MemoryStore, RateLimit, RateLimitConfig, RateLimitHandle, RateLimitLayer,
 };
@@ -58,7 +58,7 @@ pub enum EdgeStore {
     /// One budget in this process.
     Memory(MemoryStore),
     /// One budget for the fleet, in Redis.
-    Redis(RedisRateStore),
+    Redis(Box<RedisRateStore>),
 }
 
 impl RateStore for EdgeStore {
@@ -168,7 +168,10 @@ pub fn build(
     let shared_limiter = config.rate_limit.enabled && config.rate_limit.backend == Backend::Redis;
     let shared_cache = config.cache.enabled && config.cache.backend == Backend::Redis;
     let redis = if shared_limiter || shared_cache {
-        let options = LinkOptions { key_prefix: config.redis.key_prefix.clone(), ..LinkOptions::default() };
+        let options = LinkOptions {
+            key_prefix: config.redis.key_prefix.clone(),
+            ..LinkOptions::default()
+        };
         let link = RedisLink::open(config.redis.url.expose(), options)
             .map_err(|e| BuildError::Redis(e.to_string()))?;
         let m = metrics.clone();
@@ -188,7 +191,11 @@ pub fn build(
     let (limited, limiter): (Limited, _) = if config.rate_limit.enabled {
         let rl = rate_limit_config(config)?;
         let store = match (&redis, shared_limiter) {
-            (Some(link), true) => EdgeStore::Redis(RedisRateStore::new(link.clone(), rl, clock.clone())),
+            (Some(link), true) => EdgeStore::Redis(Box::new(RedisRateStore::new(
+                link.clone(),
+                rl,
+                clock.clone(),
+            ))),
             _ => EdgeStore::Memory(MemoryStore::new(clock.clone())),
         };
         let layer = RateLimitLayer::with_store(rl, store, clock.clone());

@@ -12,7 +12,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use types::{Backend, Dur, Secret};
+pub use types::{Backend, Dur, RedisUrl, Secret};
 
 /// The whole configuration, exactly the keys of the contract, with their defaults.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -195,8 +195,8 @@ impl Default for BreakerSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]` or `rediss://…`.
-    pub url: Secret,
+    /// `redis://host:port[/db]` or `rediss://…`; a password in it never prints.
+    pub url: RedisUrl,
     /// Prefix of every key.
     pub key_prefix: String,
 }
@@ -204,7 +204,7 @@ pub struct RedisConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
-            url: Secret::new("redis://127.0.0.1:6379"),
+            url: RedisUrl::new("redis://127.0.0.1:6379"),
             key_prefix: "paragon-edge:".into(),
         }
     }
@@ -440,6 +440,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let text = include_str!("../../../../config/paragon-edge.toml");
+        assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+    }
+
+    #[test]
     fn every_error_names_its_key() {
         let cases = [
             ("[cache]\nttll = \"1s\"", "ttll"),
@@ -492,8 +498,9 @@ mod tests {
             assert!(!out.contains(secret), "{out}");
         }
         assert!(out.contains("<redacted>"));
+        assert!(out.contains("redis://:redacted@h:1"));
         // What is printed is itself a valid configuration.
-        let reparsed: Config = toml::from_str(&out).unwrap();
+        let reparsed = Config::from_toml(&out).unwrap();
         assert_eq!(reparsed.cache, c.cache);
     }
 }

@@ -96,6 +96,53 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// A Redis URL whose password never prints (the rest of it does, so the printed
+/// configuration still says where Redis is).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Wraps a URL.
+    pub fn new(s: impl Into<String>) -> RedisUrl {
+        RedisUrl(s.into())
+    }
+
+    /// The URL itself, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `redacted`.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("redacted"));
+                u.to_string()
+            }
+            Ok(_) => self.0.clone(),
+            Err(_) => "<not a URL>".into(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl Serialize for RedisUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(RedisUrl)
+    }
+}
+
 /// Where shared state lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -129,6 +176,17 @@ mod tests {
             .contains("negative"));
         assert!(toml::from_str::<T>("d = \"soon\"").is_err());
         assert!(toml::from_str::<T>("d = 5").is_err());
+    }
+
+    #[test]
+    fn redis_urls_hide_only_the_password() {
+        let u = RedisUrl::new("redis://user:pw-secret@cache.internal:6380/2");
+        assert_eq!(u.redacted(), "redis://user:redacted@cache.internal:6380/2");
+        assert!(!format!("{u:?}").contains("pw-secret"));
+        assert_eq!(
+            RedisUrl::new("redis://127.0.0.1:6379").redacted(),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]

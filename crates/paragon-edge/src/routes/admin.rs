@@ -100,7 +100,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
 }
 
 /// Admin actions exist only with `server.admin_token` set, and need it as a bearer token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = &state.0.config.server.admin_token;
     if token.is_empty() {
         return Err(Problem::new(
@@ -109,7 +109,8 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
             "Not found",
             "admin actions are not enabled",
         )
-        .into_response());
+        .into_response()
+        .into());
     }
     let given = headers
         .get(header::AUTHORIZATION)
@@ -128,7 +129,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .into_response();
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(r)
+        Err(Box::new(r))
     }
 }
 
@@ -139,7 +140,7 @@ pub async fn breaker(
     Path(action): Path<String>,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers) {
-        return r;
+        return *r;
     }
     let Some(b) = &state.stack().breaker else {
         return Problem::new(
@@ -172,7 +173,7 @@ pub async fn purge(
     RawQuery(query): RawQuery,
 ) -> Response {
     if let Err(r) = authorize(&state, &headers) {
-        return r;
+        return *r;
     }
     let Some(cache) = &state.stack().cache else {
         return Problem::new(

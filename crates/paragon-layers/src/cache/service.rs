@@ -155,12 +155,12 @@ where
     }
 }
 
-async fn wait<R: CacheStatusSink, E: From<FillAborted>>(
+async fn wait<R, E>(
     mut rx: watch::Receiver<Option<Outcome<R, E>>>,
 ) -> Result<R, E>
 where
-    R: Clone,
-    E: Clone,
+    R: CacheStatusSink + Clone,
+    E: From<FillAborted> + Clone,
 {
     let outcome = match rx.wait_for(Option::is_some).await {
         Ok(v) => v.clone(),

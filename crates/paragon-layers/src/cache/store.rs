@@ -254,9 +254,9 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
                 .entry
                 .as_ref()
                 .is_none_or(|e| e.life.at(now) == Freshness::Dead);
-            if slot.flight.is_some() {
-                order.push_back((key, hash));
-            } else if !dead && slot.referenced.swap(false, Ordering::Relaxed) {
+            // Fills in progress are never evicted; referenced live entries get a second chance.
+            let keep = slot.flight.is_some() || (!dead && slot.referenced.swap(false, Ordering::Relaxed));
+            if keep {
                 order.push_back((key, hash));
             } else {
                 occupied.remove();
