@@ -314,3 +314,62 @@ async fn redis_outage_falls_back_to_local_state_and_recovers() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_flushed_from_redis_are_loaded_again() {
+    let redis = RedisServer::start();
+    let sim = sim(Faults::default()).await;
+    let config = fleet_config(
+        &redis.url(),
+        &sim.base_url(),
+        "max_requests = 3\nwindow = \"60s\"",
+        "",
+    );
+    let edges = fleet(1, &config).await;
+    let client = reqwest::Client::new();
+    let get = |id: &str| {
+        client
+            .get(format!("{}/v1/users/{id}", edges[0].base))
+            .send()
+    };
+    assert_eq!(get("s1").await.unwrap().status(), 200);
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    assert_eq!(get("s2").await.unwrap().status(), 200);
+    assert_eq!(get("s3").await.unwrap().status(), 200);
+    // Still the shared budget (3), not a local fallback: the fourth call is refused.
+    assert_eq!(get("s4").await.unwrap().status(), 429);
+    assert_eq!(status(&client, &edges[0]).await["redis"]["reachable"], true);
+    let tat = redis.cli(&["GET", "paragon-edge:{rate}:tat"]);
+    assert!(
+        tat.parse::<u64>().is_ok(),
+        "the budget lives in Redis under the hash-tagged key: {tat:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_wait_waits_for_a_shared_slot() {
+    let redis = RedisServer::start();
+    let sim = sim(Faults::default()).await;
+    // One call per 200 ms, no burst beyond one, callers may wait 1 s.
+    let config = fleet_config(
+        &redis.url(),
+        &sim.base_url(),
+        "max_requests = 5\nwindow = \"1s\"\nburst = 1\nmax_wait = \"1s\"",
+        "",
+    );
+    let edges = fleet(2, &config).await;
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let url = format!("{}/v1/users/w{i}", edges[i % 2].base);
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status().as_u16()
+        }));
+    }
+    for t in tasks {
+        // The first goes at once; the others wait 200, 400 and 600 ms for their slots.
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(sim.sim().served_total(), 4);
+}
