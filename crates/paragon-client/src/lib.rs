@@ -30,6 +30,7 @@ mod codec;
 mod error;
 mod id;
 mod request;
+mod secret;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transport;
@@ -41,5 +42,6 @@ pub use error::Error;
 pub use id::{is_id_byte, InvalidUserId, UserId, MAX_ID_LEN};
 pub use paragon_layers::cache::CacheStatus;
 pub use request::{ParagonRequest, ParagonResponse, Resource};
-pub use transport::{ApiKey, HttpTransport, TransportConfig, TransportError};
+pub use secret::Secret;
+pub use transport::{HttpTransport, TransportConfig, TransportError};
 pub use user::{User, UserDecodeError};

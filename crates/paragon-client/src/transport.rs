@@ -12,38 +12,7 @@ use http::HeaderValue;
 use tower::Service;
 use url::Url;
 
-use crate::{Error, ParagonRequest, ParagonResponse, Resource, User};
-
-/// A secret that never prints.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> Self {
-        ApiKey(key.into())
-    }
-
-    /// The key itself; only for building the request header.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether no key is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "\"<redacted>\""
-        })
-    }
-}
+use crate::{Error, ParagonRequest, ParagonResponse, Resource, Secret, User};
 
 /// Settings of the HTTP transport.
 #[derive(Clone, Debug)]
@@ -51,7 +20,7 @@ pub struct TransportConfig {
     /// ParagoN's base URL (`http` or `https`), without query or fragment.
     pub base_url: Url,
     /// Sent as `Authorization: Bearer …` when not empty.
-    pub api_key: ApiKey,
+    pub api_key: Secret,
     /// Limit on the whole request, body included.
     pub timeout: Duration,
     /// Limit on establishing the connection.
@@ -65,7 +34,7 @@ impl TransportConfig {
     pub fn new(base_url: Url) -> Self {
         TransportConfig {
             base_url,
-            api_key: ApiKey::default(),
+            api_key: Secret::default(),
             timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_millis(500),
             max_response_bytes: 1 << 20,
@@ -425,7 +394,7 @@ mod tests {
 
     #[test]
     fn api_key_never_prints() {
-        let k = ApiKey::new("sk-live-123");
+        let k = Secret::new("sk-live-123");
         assert!(!format!("{k:?}").contains("sk-live"));
         let cfg = TransportConfig {
             api_key: k,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paragon_client::{
-    ApiKey, Error, HttpTransport, ParagonClient, ParagonCodec, ParagonRequest, ParagonResponse,
+    Error, HttpTransport, ParagonClient, ParagonCodec, ParagonRequest, ParagonResponse,
     TransportConfig,
 };
 use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
@@ -158,7 +158,7 @@ pub fn build(
     let u = &config.upstream;
     let transport = HttpTransport::new(TransportConfig {
         base_url,
-        api_key: ApiKey::new(u.api_key.expose()),
+        api_key: u.api_key.clone(),
         timeout: u.timeout.0,
         connect_timeout: u.connect_timeout.0,
         max_response_bytes: u.max_response_bytes,

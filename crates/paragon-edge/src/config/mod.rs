@@ -12,7 +12,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use types::{Backend, Dur, RedisUrl, Secret};
+pub use paragon_client::Secret;
+pub use types::{Backend, Dur, RedisUrl};
 
 /// The whole configuration, exactly the keys of the contract, with their defaults.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
