@@ -233,7 +233,6 @@ impl Shared {
             return;
         }
         control.probes = 0;
-        control.transitions += 1;
         self.consecutive.store(0, Ordering::Release);
         for cell in &self.buckets {
             cell.store(0, Ordering::Release);
@@ -244,6 +243,7 @@ impl Shared {
         }
         let from_state = BreakerState::from_code(from);
         if from_state != to {
+            control.transitions += 1;
             self.watch.send_replace(to);
             (self.listener)(Transition {
                 from: from_state,

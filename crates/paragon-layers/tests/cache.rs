@@ -1,0 +1,390 @@
+//! The cache layer against counting upstreams: every test fails if its protection is
+//! removed (the inner call counts would change).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::FutureExt;
+use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer, CacheStatus};
+use paragon_layers::Clock;
+use tower::{Layer, Service, ServiceExt};
+
+type Svc<S> = Cache<S, Get, Doc, Fail>;
+
+fn cache<S>(config: CacheConfig, clock: Clock, inner: S) -> (Svc<S>, CacheHandle<Get, Doc, Fail>) {
+    let layer = CacheLayer::<Get, Doc, Fail>::new(config, clock);
+    (layer.layer(inner), layer.handle())
+}
+
+async fn get<S>(svc: &mut Svc<S>, n: u32) -> Answer
+where
+    Svc<S>: tower::Service<Get, Response = Doc, Error = Fail>,
+{
+    svc.ready().await.unwrap().call(Get(n)).await
+}
+
+fn doc(body: &str, status: CacheStatus) -> Answer {
+    Ok(Doc {
+        body: body.into(),
+        status,
+    })
+}
+
+#[tokio::test]
+async fn a_hit_after_a_miss_does_not_call_the_upstream() {
+    let up = Scripted::new();
+    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
+    assert_eq!(up.calls(), 1);
+    // Another key is its own miss.
+    assert_eq!(get(&mut svc, 2).await, doc("doc 2 v2", CacheStatus::Miss));
+    assert_eq!(up.calls(), 2);
+    let stats = handle.stats();
+    assert_eq!((stats.hits, stats.misses, stats.entries), (2, 2, 2));
+}
+
+#[tokio::test]
+async fn an_entry_expires_exactly_at_its_ttl() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), clock.clone(), up.clone());
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
+    clock.advance(secs(10) - Duration::from_nanos(1));
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
+    assert_eq!(up.calls(), 1);
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v2", CacheStatus::Miss));
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_entry_expires_exactly_at_its_ttl_on_paused_tokio_time() {
+    let up = Scripted::new();
+    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), Clock::tokio(), up.clone());
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
+    tokio::time::advance(secs(10) - Duration::from_nanos(1)).await;
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
+    tokio::time::advance(Duration::from_nanos(1)).await;
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v2", CacheStatus::Miss));
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_stale_entry_is_served_when_the_refill_fails_within_stale_if_error() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(5));
+    let (mut svc, handle) = cache(config, clock.clone(), up.clone());
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
+
+    up.fail(Fail::Upstream);
+    clock.advance(secs(10));
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Stale));
+    assert_eq!(
+        up.calls(),
+        2,
+        "a stale entry is only served after the refill was tried"
+    );
+
+    // Errors that are not "the upstream could not answer" never get a stale answer.
+    up.fail(Fail::BadRequest);
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::BadRequest));
+
+    // Layer rejections below the cache are "could not answer" too.
+    up.fail(Fail::Throttled(secs(1)));
+    clock.advance(secs(5) - Duration::from_nanos(1));
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Stale));
+
+    clock.advance(Duration::from_nanos(1));
+    up.fail(Fail::Upstream);
+    assert_eq!(
+        get(&mut svc, 1).await,
+        Err(Fail::Upstream),
+        "not at exactly ttl + stale_if_error"
+    );
+    assert_eq!(handle.stats().stale, 2);
+    assert_eq!(up.calls(), 5);
+}
+
+#[tokio::test]
+async fn a_not_found_answer_ends_stale_serving_of_that_key() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(60));
+    let (mut svc, _) = cache(config, clock.clone(), up.clone());
+    get(&mut svc, 1).await.unwrap();
+    clock.advance(secs(10));
+    up.fail(Fail::NotFound);
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
+    up.fail(Fail::Upstream);
+    assert_eq!(
+        get(&mut svc, 1).await,
+        Err(Fail::Upstream),
+        "a deleted user must not come back as stale"
+    );
+}
+
+#[tokio::test]
+async fn a_later_successful_refill_replaces_a_stale_entry() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(60));
+    let (mut svc, _) = cache(config, clock.clone(), up.clone());
+    get(&mut svc, 1).await.unwrap();
+    clock.advance(secs(10));
+    up.fail(Fail::Upstream);
+    assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Stale);
+    up.succeed();
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v3", CacheStatus::Miss));
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v3", CacheStatus::Hit));
+}
+
+#[tokio::test]
+async fn without_stale_if_error_an_expired_entry_is_never_served() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), clock.clone(), up.clone());
+    get(&mut svc, 1).await.unwrap();
+    clock.advance(secs(10));
+    up.fail(Fail::Upstream);
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::Upstream));
+}
+
+#[tokio::test]
+async fn a_failure_is_never_cached() {
+    let up = Scripted::new();
+    let config = CacheConfig::new(secs(60), 100)
+        .negative_ttl(secs(60))
+        .stale_if_error(secs(60));
+    let (mut svc, handle) = cache(config, Clock::manual(), up.clone());
+    for e in [Fail::Upstream, Fail::BadRequest, Fail::Throttled(secs(1))] {
+        up.fail(e.clone());
+        let before = up.calls();
+        assert_eq!(get(&mut svc, 1).await, Err(e.clone()));
+        assert_eq!(get(&mut svc, 1).await, Err(e.clone()));
+        assert_eq!(up.calls(), before + 2, "{e:?} was cached");
+    }
+    assert_eq!(handle.stats().entries, 0);
+    up.succeed();
+    assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
+    assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Hit);
+}
+
+#[tokio::test]
+async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    up.fail(Fail::NotFound);
+    let config = CacheConfig::new(secs(300), 100)
+        .negative_ttl(secs(30))
+        .stale_if_error(secs(600));
+    let (mut svc, _) = cache(config, clock.clone(), up.clone());
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
+    assert_eq!(up.calls(), 1);
+    clock.advance(secs(30) - Duration::from_nanos(1));
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
+    assert_eq!(up.calls(), 1);
+    clock.advance(Duration::from_nanos(1));
+    up.succeed();
+    assert_eq!(
+        get(&mut svc, 1).await.unwrap().status,
+        CacheStatus::Miss,
+        "negative_ttl, not ttl"
+    );
+    assert_eq!(up.calls(), 2);
+
+    // A negative entry is never served as stale in place of a value.
+    up.fail(Fail::NotFound);
+    clock.advance(secs(300));
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
+    up.fail(Fail::Upstream);
+    clock.advance(secs(31));
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::Upstream));
+
+    // negative_ttl = 0: every 404 goes upstream.
+    let up = Scripted::new();
+    up.fail(Fail::NotFound);
+    let (mut svc, handle) = cache(
+        CacheConfig::new(secs(300), 100),
+        Clock::manual(),
+        up.clone(),
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
+    }
+    assert_eq!(up.calls(), 3);
+    assert_eq!(handle.stats().entries, 0);
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
+    let (up, mut rx) = Controlled::new();
+    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    // All hundred calls are made before the upstream answers.
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        waiting.push(svc.ready().await.unwrap().call(Get(7)));
+    }
+    tokio::task::yield_now().await;
+    let mut pending = drain(&mut rx);
+    assert_eq!(pending.len(), 1);
+    pending.pop().unwrap().answer(Ok(Doc::new("seven")));
+    let answers = futures_util::future::join_all(waiting).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().is_ok_and(|d| d.body == "seven")),
+        "{answers:?}"
+    );
+    assert_eq!(up.calls(), 1);
+    assert_eq!(handle.stats().misses, 1);
+    assert_eq!(get(&mut svc, 7).await.unwrap().status, CacheStatus::Hit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
+    let up = Scripted::new();
+    up.delay(ms(200));
+    let (svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::tokio(), up.clone());
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let svc = svc.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                svc.oneshot(Get(3)).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().body, "doc 3 v1");
+    }
+    assert_eq!(up.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
+    let (up, mut rx) = Controlled::new();
+    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let mut first = svc.ready().await.unwrap().call(Get(1));
+    assert!((&mut first).now_or_never().is_none());
+    let second = svc.ready().await.unwrap().call(Get(1));
+    let third = svc.ready().await.unwrap().call(Get(1));
+    drop(first);
+    tokio::task::yield_now().await;
+    let mut pending = drain(&mut rx);
+    assert_eq!(pending.len(), 1);
+    pending.pop().unwrap().ok();
+    assert_eq!(second.await.unwrap().body, "doc 1");
+    assert_eq!(third.await.unwrap().body, "doc 1");
+    assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Hit);
+    assert_eq!(up.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_fill_whose_only_caller_gave_up_still_completes_and_is_cached() {
+    let (up, mut rx) = Controlled::new();
+    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let only = svc.ready().await.unwrap().call(Get(1));
+    drop(only);
+    let pending = rx.recv().await.expect("the fill reached the upstream");
+    pending.ok();
+    // The fill runs on its own task; wait for it to store without sleeping.
+    while handle.stats().entries == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1", CacheStatus::Hit));
+    assert_eq!(up.calls(), 1);
+}
+
+#[tokio::test]
+async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one() {
+    // The upstream future is dropped without an answer (its task died): waiters get
+    // FillAborted, not a hang, and the key is not stuck.
+    let (up, mut rx) = Controlled::new();
+    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let waiter = svc.ready().await.unwrap().call(Get(1));
+    let pending = rx.recv().await.unwrap();
+    drop(pending); // the upstream future resolves to Fail::Aborted
+    assert_eq!(waiter.await, Err(Fail::Aborted));
+    let again = svc.ready().await.unwrap().call(Get(1));
+    rx.recv().await.unwrap().ok();
+    assert_eq!(again.await.unwrap().status, CacheStatus::Miss);
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test]
+async fn max_entries_bounds_the_table() {
+    for max in [1usize, 10, 100, 1000] {
+        let up = Scripted::new();
+        let (mut svc, handle) = cache(CacheConfig::new(secs(60), max), Clock::manual(), up.clone());
+        for n in 0..(max as u32 * 10) {
+            get(&mut svc, n).await.unwrap();
+            let entries = handle.stats().entries;
+            assert!(
+                entries <= max,
+                "max_entries {max}: {entries} entries after key {n}"
+            );
+        }
+        assert!(handle.stats().entries > 0);
+        // The newest key is always kept.
+        let last = max as u32 * 10 - 1;
+        assert_eq!(get(&mut svc, last).await.unwrap().status, CacheStatus::Hit);
+    }
+}
+
+#[tokio::test]
+async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
+    let up = Scripted::new();
+    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    for n in 1..=3 {
+        get(&mut svc, n).await.unwrap();
+    }
+    assert_eq!(handle.stats().entries, 3);
+    assert!(handle.purge(&Get(1)).await);
+    assert!(!handle.purge(&Get(1)).await);
+    assert!(!handle.purge(&Get(99)).await);
+    assert_eq!(handle.stats().entries, 2);
+    assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
+    assert_eq!(get(&mut svc, 2).await.unwrap().status, CacheStatus::Hit);
+    assert_eq!(up.calls(), 4);
+
+    handle.purge_all().await;
+    assert_eq!(handle.stats().entries, 0);
+    for n in 1..=3 {
+        assert_eq!(get(&mut svc, n).await.unwrap().status, CacheStatus::Miss);
+    }
+    assert_eq!(up.calls(), 7);
+}
+
+#[tokio::test]
+async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
+    let (up, mut rx) = Controlled::new();
+    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let waiter = svc.ready().await.unwrap().call(Get(1));
+    let pending = rx.recv().await.unwrap();
+    handle.purge_all().await;
+    // A caller arriving after the purge still joins the fill in progress.
+    let late = svc.ready().await.unwrap().call(Get(1));
+    pending.ok();
+    assert_eq!(waiter.await.unwrap().body, "doc 1");
+    assert_eq!(late.await.unwrap().body, "doc 1");
+    assert_eq!(up.calls(), 1);
+}
+
+#[tokio::test]
+async fn every_service_made_by_one_layer_shares_one_table() {
+    let up = Scripted::new();
+    let layer = CacheLayer::<Get, Doc, Fail>::new(CacheConfig::new(secs(60), 100), Clock::manual());
+    let mut a = layer.layer(up.clone());
+    let mut b = layer.layer(up.clone());
+    assert_eq!(get(&mut a, 1).await.unwrap().status, CacheStatus::Miss);
+    assert_eq!(get(&mut b, 1).await.unwrap().status, CacheStatus::Hit);
+    assert_eq!(up.calls(), 1);
+}

@@ -1,0 +1,287 @@
+//! A toy request / response / error for driving the layers, and two upstreams that count
+//! their calls: one answering from a script at once, one answering only when the test
+//! says so.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use paragon_layers::cache::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, FillAborted};
+use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
+use paragon_layers::rate_limit::{RateLimited, UpstreamThrottle};
+use paragon_layers::{Clock, Timestamp};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+/// A request for document `n`; its own cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Get(pub u32);
+
+impl CacheKey for Get {
+    type Key = Get;
+    fn cache_key(&self) -> Cow<'_, Get> {
+        Cow::Borrowed(self)
+    }
+}
+
+/// A document and how the stack produced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Doc {
+    pub body: String,
+    pub status: CacheStatus,
+}
+
+impl Doc {
+    pub fn new(body: impl Into<String>) -> Doc {
+        Doc {
+            body: body.into(),
+            status: CacheStatus::Miss,
+        }
+    }
+}
+
+impl CacheStatusSink for Doc {
+    fn set_cache_status(&mut self, s: CacheStatus) {
+        self.status = s;
+    }
+}
+
+/// Every way a toy call can fail.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fail {
+    /// The upstream is unwell (5xx, timeout): a breaker failure, stale may be served.
+    Upstream,
+    /// The upstream says "no such document": negative, a breaker success, never stale.
+    NotFound,
+    /// A 4xx other than 404: a breaker success, never stale, not negative.
+    BadRequest,
+    /// The upstream's own 429 with its Retry-After: ignored by the breaker.
+    Throttled(Duration),
+    Limited(RateLimited),
+    Open(CircuitOpen),
+    Aborted,
+}
+
+impl From<RateLimited> for Fail {
+    fn from(e: RateLimited) -> Self {
+        Fail::Limited(e)
+    }
+}
+impl From<CircuitOpen> for Fail {
+    fn from(e: CircuitOpen) -> Self {
+        Fail::Open(e)
+    }
+}
+impl From<FillAborted> for Fail {
+    fn from(_: FillAborted) -> Self {
+        Fail::Aborted
+    }
+}
+
+impl CachePolicy for Fail {
+    fn is_negative(&self) -> bool {
+        matches!(self, Fail::NotFound)
+    }
+    fn serve_stale(&self) -> bool {
+        matches!(
+            self,
+            Fail::Upstream | Fail::Throttled(_) | Fail::Limited(_) | Fail::Open(_)
+        )
+    }
+}
+
+impl Classify for Fail {
+    fn verdict(&self) -> Verdict {
+        match self {
+            Fail::Upstream => Verdict::Failure,
+            Fail::NotFound | Fail::BadRequest => Verdict::Success,
+            _ => Verdict::Ignore,
+        }
+    }
+}
+
+impl UpstreamThrottle for Fail {
+    fn upstream_retry_after(&self) -> Option<Duration> {
+        match self {
+            Fail::Throttled(d) => Some(*d),
+            _ => None,
+        }
+    }
+}
+
+pub type Answer = Result<Doc, Fail>;
+
+/// An upstream that answers at once from a settable outcome and counts its calls.
+///
+/// `Ok` answers `doc {n} v{call number}`, so a test can tell a cached answer from a new one.
+#[derive(Clone)]
+pub struct Scripted {
+    calls: Arc<AtomicUsize>,
+    outcome: Arc<Mutex<Result<(), Fail>>>,
+    delay: Arc<Mutex<Option<Duration>>>,
+    /// Clock readings at each call, when a clock is attached.
+    clock: Option<Clock>,
+    times: Arc<Mutex<Vec<Timestamp>>>,
+}
+
+impl Default for Scripted {
+    fn default() -> Self {
+        Scripted {
+            calls: Arc::default(),
+            outcome: Arc::new(Mutex::new(Ok(()))),
+            delay: Arc::default(),
+            clock: None,
+            times: Arc::default(),
+        }
+    }
+}
+
+impl Scripted {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `clock.now()` at every call (see [`Scripted::times`]).
+    pub fn timed(clock: Clock) -> Self {
+        Scripted {
+            clock: Some(clock),
+            ..Self::default()
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn times(&self) -> Vec<Timestamp> {
+        self.times.lock().clone()
+    }
+
+    /// From now on every call succeeds.
+    pub fn succeed(&self) {
+        *self.outcome.lock() = Ok(());
+    }
+
+    /// From now on every call fails with `e`.
+    pub fn fail(&self, e: Fail) {
+        *self.outcome.lock() = Err(e);
+    }
+
+    /// Every answer waits this long on tokio time first.
+    pub fn delay(&self, d: Duration) {
+        *self.delay.lock() = Some(d);
+    }
+
+    fn answer(&self, Get(n): Get) -> impl Future<Output = Answer> + Send + 'static {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(clock) = &self.clock {
+            self.times.lock().push(clock.now());
+        }
+        let outcome = self.outcome.lock().clone();
+        let delay = *self.delay.lock();
+        async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            outcome.map(|()| Doc::new(format!("doc {n} v{call}")))
+        }
+    }
+}
+
+impl tower::Service<Get> for Scripted {
+    type Response = Doc;
+    type Error = Fail;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Fail>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Get) -> Self::Future {
+        Box::pin(self.answer(req))
+    }
+}
+
+/// One call held by a [`Controlled`] upstream until the test answers it.
+pub struct Pending {
+    pub req: Get,
+    tx: oneshot::Sender<Answer>,
+}
+
+impl Pending {
+    pub fn answer(self, a: Answer) {
+        let _ = self.tx.send(a);
+    }
+    pub fn ok(self) {
+        let body = format!("doc {}", self.req.0);
+        self.answer(Ok(Doc::new(body)));
+    }
+    pub fn fail(self, e: Fail) {
+        self.answer(Err(e));
+    }
+}
+
+/// An upstream whose calls wait until the test answers them.
+///
+/// The call is registered when the inner service's `call` runs (not when its future is
+/// first polled), so a test sees it at once. A call whose answer is dropped fails with
+/// [`Fail::Aborted`].
+#[derive(Clone)]
+pub struct Controlled {
+    calls: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Controlled {
+    pub fn new() -> (Controlled, mpsc::UnboundedReceiver<Pending>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Controlled {
+                calls: Arc::default(),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl tower::Service<Get> for Controlled {
+    type Response = Doc;
+    type Error = Fail;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Fail>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Get) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Pending { req, tx });
+        Box::pin(async move { rx.await.unwrap_or(Err(Fail::Aborted)) })
+    }
+}
+
+/// Everything queued on `rx` right now.
+pub fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>) -> Vec<Pending> {
+    let mut out = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        out.push(p);
+    }
+    out
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
