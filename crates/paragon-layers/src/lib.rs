@@ -79,6 +79,7 @@
 pub mod cache;
 pub mod circuit_breaker;
 mod clock;
+mod excluded_time;
 #[cfg(feature = "redis")]
 pub mod fleet;
 pub mod rate_limit;

@@ -638,7 +638,6 @@ async fn closing_a_closed_breaker_is_not_a_transition() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: time spent waiting in our own rate limiter (max_wait) counts toward slow_call, so a burst over our own quota opens the breaker"]
 async fn waiting_for_our_own_rate_limit_is_not_a_slow_upstream_call() {
     let clock = Clock::tokio();
     let up = Scripted::new();

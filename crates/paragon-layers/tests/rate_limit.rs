@@ -199,7 +199,6 @@ async fn a_caller_with_max_wait_longer_than_the_pause_waits_it_out() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a caller waiting for a budget slot is not stopped by a 429 pause that began during its wait (rate_limit/service.rs Shared::admit)"]
 async fn a_caller_waiting_for_its_slot_does_not_go_upstream_during_a_429_pause() {
     let clock = Clock::tokio();
     let (up, mut rx) = Controlled::new();

@@ -1,3 +1,4 @@
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
+use tokio::task::futures::TaskLocalFuture;
 use tower::Service;
 
 use super::layer::BreakerConfig;
@@ -126,10 +128,16 @@ impl Shared {
     }
 
     /// Records the verdict of a finished call.
-    fn record(&self, ticket: Ticket, verdict: Verdict) {
+    /// `excluded` is time the call spent waiting in our own layers, not in the upstream.
+    fn record(&self, ticket: Ticket, verdict: Verdict, excluded: Duration) {
         let now = self.clock.now();
         let verdict = match verdict {
-            Verdict::Success if state_machine::is_slow(now.since(ticket.started), &self.config) => {
+            Verdict::Success
+                if state_machine::is_slow(
+                    now.since(ticket.started).saturating_sub(excluded),
+                    &self.config,
+                ) =>
+            {
                 Verdict::Failure
             }
             v => v,
@@ -296,6 +304,16 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         match self.shared.admit() {
+            // Timing slow calls needs the waits of the layers below excluded.
+            Ok(ticket) if self.shared.config.slow_call.is_some() => BreakerFuture {
+                kind: Kind::Timed {
+                    fut: crate::excluded_time::scope(self.inner.call(req)),
+                },
+                guard: Some(Guard {
+                    shared: self.shared.clone(),
+                    ticket: Some(ticket),
+                }),
+            },
             Ok(ticket) => BreakerFuture {
                 kind: Kind::Call {
                     fut: self.inner.call(req),
@@ -320,9 +338,9 @@ struct Guard {
 }
 
 impl Guard {
-    fn finish(mut self, verdict: Verdict) {
+    fn finish(mut self, verdict: Verdict, excluded: Duration) {
         if let Some(ticket) = self.ticket.take() {
-            self.shared.record(ticket, verdict);
+            self.shared.record(ticket, verdict, excluded);
         }
     }
 }
@@ -330,7 +348,7 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket.take() {
-            self.shared.record(ticket, Verdict::Ignore);
+            self.shared.record(ticket, Verdict::Ignore, Duration::ZERO);
         }
     }
 }
@@ -348,7 +366,18 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Call { #[pin] fut: F },
+        Timed { #[pin] fut: TaskLocalFuture<Cell<Duration>, F> },
         Rejected { open: Option<CircuitOpen> },
+    }
+}
+
+fn finish<R, E: Classify>(guard: &mut Option<Guard>, result: &Result<R, E>, excluded: Duration) {
+    if let Some(guard) = guard.take() {
+        let verdict = match result {
+            Ok(_) => Verdict::Success,
+            Err(e) => e.verdict(),
+        };
+        guard.finish(verdict, excluded);
     }
 }
 
@@ -370,13 +399,13 @@ where
             }
             KindProj::Call { fut } => {
                 let result = ready!(fut.poll(cx));
-                if let Some(guard) = this.guard.take() {
-                    let verdict = match &result {
-                        Ok(_) => Verdict::Success,
-                        Err(e) => e.verdict(),
-                    };
-                    guard.finish(verdict);
-                }
+                finish(this.guard, &result, Duration::ZERO);
+                Poll::Ready(result)
+            }
+            KindProj::Timed { mut fut } => {
+                let result = ready!(fut.as_mut().poll(cx));
+                let excluded = fut.take_value().map_or(Duration::ZERO, Cell::into_inner);
+                finish(this.guard, &result, excluded);
                 Poll::Ready(result)
             }
         }

@@ -42,15 +42,26 @@ impl<St: RateStore> Shared<St> {
     /// Waits for a slot or says why there is none.
     async fn admit(&self) -> Result<(), RateLimited> {
         let max_wait = self.config.max_wait;
-        // At most two rounds: a pause short enough to wait out, then the budget.
-        for _ in 0..2 {
-            match self.store.acquire(&self.gcra, max_wait).await {
+        let mut waited = Duration::ZERO;
+        // A few rounds at most: a pause short enough to wait out, then the budget.
+        for _ in 0..3 {
+            let left = max_wait.saturating_sub(waited);
+            match self.store.acquire(&self.gcra, left).await {
+                Acquire::Admit { wait } if wait.is_zero() => return Ok(self.count_admitted()),
                 Acquire::Admit { wait } => {
-                    if !wait.is_zero() {
-                        self.clock.sleep(wait).await;
+                    self.wait(wait).await;
+                    waited = waited.saturating_add(wait);
+                    // ParagoN may have answered 429 while we waited: its pause wins over
+                    // the slot we reserved.
+                    let paused_for = self.store.state(&self.gcra).await.paused_for;
+                    if paused_for.is_zero() {
+                        return Ok(self.count_admitted());
                     }
-                    self.admitted.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    if paused_for > max_wait.saturating_sub(waited) {
+                        return Err(self.reject_pause(paused_for));
+                    }
+                    self.wait(paused_for).await;
+                    return Ok(self.count_admitted());
                 }
                 Acquire::OverBudget { retry_after } => {
                     self.rejected_budget.fetch_add(1, Ordering::Relaxed);
@@ -59,23 +70,32 @@ impl<St: RateStore> Shared<St> {
                         cause: RateLimitCause::Budget,
                     });
                 }
-                Acquire::Paused { retry_after } if retry_after <= max_wait => {
-                    self.clock.sleep(retry_after).await;
+                Acquire::Paused { retry_after } if retry_after <= left => {
+                    self.wait(retry_after).await;
+                    waited = waited.saturating_add(retry_after);
                 }
-                Acquire::Paused { retry_after } => {
-                    self.rejected_pause.fetch_add(1, Ordering::Relaxed);
-                    return Err(RateLimited {
-                        retry_after,
-                        cause: RateLimitCause::UpstreamPause,
-                    });
-                }
+                Acquire::Paused { retry_after } => return Err(self.reject_pause(retry_after)),
             }
         }
+        Err(self.reject_pause(Duration::from_secs(1)))
+    }
+
+    fn count_admitted(&self) {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn reject_pause(&self, retry_after: Duration) -> RateLimited {
         self.rejected_pause.fetch_add(1, Ordering::Relaxed);
-        Err(RateLimited {
-            retry_after: Duration::from_secs(1),
+        RateLimited {
+            retry_after,
             cause: RateLimitCause::UpstreamPause,
-        })
+        }
+    }
+
+    /// Waits on purpose; a breaker above does not count this time against the upstream.
+    async fn wait(&self, d: Duration) {
+        crate::excluded_time::record(d);
+        self.clock.sleep(d).await;
     }
 }
 
