@@ -47,7 +47,7 @@ impl<St: RateStore> Shared<St> {
         for _ in 0..3 {
             let left = max_wait.saturating_sub(waited);
             match self.store.acquire(&self.gcra, left).await {
-                Acquire::Admit { wait } if wait.is_zero() => return Ok(self.count_admitted()),
+                Acquire::Admit { wait } if wait.is_zero() => return self.admit_now(),
                 Acquire::Admit { wait } => {
                     self.wait(wait).await;
                     waited = waited.saturating_add(wait);
@@ -55,13 +55,13 @@ impl<St: RateStore> Shared<St> {
                     // the slot we reserved.
                     let paused_for = self.store.state(&self.gcra).await.paused_for;
                     if paused_for.is_zero() {
-                        return Ok(self.count_admitted());
+                        return self.admit_now();
                     }
                     if paused_for > max_wait.saturating_sub(waited) {
                         return Err(self.reject_pause(paused_for));
                     }
                     self.wait(paused_for).await;
-                    return Ok(self.count_admitted());
+                    return self.admit_now();
                 }
                 Acquire::OverBudget { retry_after } => {
                     self.rejected_budget.fetch_add(1, Ordering::Relaxed);
@@ -80,8 +80,9 @@ impl<St: RateStore> Shared<St> {
         Err(self.reject_pause(Duration::from_secs(1)))
     }
 
-    fn count_admitted(&self) {
+    fn admit_now(&self) -> Result<(), RateLimited> {
         self.admitted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn reject_pause(&self, retry_after: Duration) -> RateLimited {
