@@ -43,13 +43,75 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        // Only strings; and an error never repeats the value (serde's default "invalid
+        // type: found integer `123…`" would print a numeric secret).
+        struct V;
+        fn not_a_string<E: serde::de::Error>() -> E {
+            E::custom("a secret must be a string (quote it); its value is not shown")
+        }
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_char<E: serde::de::Error>(self, _: char) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+                Err(not_a_string())
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_refused_without_showing_it() {
+        #[derive(Debug, Deserialize)]
+        struct W {
+            #[allow(dead_code)]
+            k: Secret,
+        }
+        for text in [
+            r#"{"k": 987654321987}"#,
+            r#"{"k": -987654321987}"#,
+            r#"{"k": 98765.4321}"#,
+            r#"{"k": true}"#,
+        ] {
+            let e = serde_json::from_str::<W>(text).unwrap_err().to_string();
+            assert!(!e.contains("98765") && !e.contains("true"), "{e}");
+        }
+        let w: W = serde_json::from_str(r#"{"k": "987654321987"}"#).unwrap();
+        assert_eq!(w.k.expose(), "987654321987");
+    }
 
     #[test]
     fn secrets_never_print() {

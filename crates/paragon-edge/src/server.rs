@@ -106,7 +106,7 @@ pub async fn run(
     let deadline = async move {
         if stopping_rx.await.is_ok() {
             // The drain above uses `grace`; the connections get a moment more to write out.
-            tokio::time::sleep(grace + Duration::from_millis(500)).await;
+            tokio::time::sleep(grace.saturating_add(Duration::from_millis(500))).await;
         } else {
             std::future::pending::<()>().await;
         }

@@ -86,7 +86,11 @@ impl RateStore for EdgeStore {
 
 /// How long a fleet-wide cache fill claim is held: the upstream timeout and a margin.
 fn fill_hold(config: &Config) -> Duration {
-    config.upstream.timeout.0 + Duration::from_secs(1)
+    config
+        .upstream
+        .timeout
+        .0
+        .saturating_add(Duration::from_secs(1))
 }
 
 /// Why the stack cannot be built.

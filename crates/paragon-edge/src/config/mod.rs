@@ -7,7 +7,7 @@ mod types;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -253,13 +253,15 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment
-            .merge(
-                Env::raw()
-                    .only(&[API_KEY_ENV])
-                    .map(|_| "upstream.api_key".into()),
-            )
-            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        // `PARAGON_API_KEY` is taken exactly as it is: figment's `Env` parses values, so
+        // a numeric key would become a number (refused, or with its leading zeros lost).
+        if let Some(key) = std::env::var_os(API_KEY_ENV) {
+            figment = figment.merge(Serialized::default(
+                "upstream.api_key",
+                key.to_string_lossy().into_owned(),
+            ));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Load(describe(e)))?;
@@ -313,6 +315,12 @@ impl Config {
         }
         if self.upstream.max_concurrency == 0 {
             return Err(invalid("upstream.max_concurrency", "must be at least 1"));
+        }
+        if self.upstream.max_concurrency > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(invalid(
+                "upstream.max_concurrency",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
+            ));
         }
         positive("cache.ttl", self.cache.ttl)?;
         if self.cache.max_entries == 0 {
