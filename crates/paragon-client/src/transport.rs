@@ -95,6 +95,10 @@ pub fn check_base_url(url: &Url) -> Result<(), String> {
     if url.cannot_be_a_base() {
         return Err("the URL cannot be a base".into());
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials here would be printed with the URL; the key goes in `api_key`.
+        return Err("the URL may not hold credentials; put the key in upstream.api_key".into());
+    }
     Ok(())
 }
 
@@ -386,7 +390,14 @@ mod tests {
 
     #[test]
     fn bad_base_urls_are_refused() {
-        for bad in ["ftp://h/", "http://h/?q=1", "http://h/#f", "mailto:x@y"] {
+        for bad in [
+            "ftp://h/",
+            "http://h/?q=1",
+            "http://h/#f",
+            "mailto:x@y",
+            "https://u:pw@h/",
+            "https://u@h/",
+        ] {
             let url = Url::parse(bad).unwrap();
             assert!(check_base_url(&url).is_err(), "{bad}");
         }
