@@ -92,43 +92,71 @@ where
 async fn three_instances_share_one_budget_under_10x_overload() {
     let redis = RedisServer::start();
     let sim = sim(Faults::default()).await;
-    // Budget N = 10 per 10 s with burst 5: at most N + burst = 15 calls in any 10 s.
+    // Budget N = 10 per 1 s with burst 5: at most N + burst = 15 calls in any 1 s.
     let config = fleet_config(
         &redis.url(),
         &sim.base_url(),
-        "max_requests = 10\nwindow = \"10s\"\nburst = 5",
+        "max_requests = 10\nwindow = \"1s\"\nburst = 5",
         "",
     );
     let edges = fleet(3, &config).await;
     let client = reqwest::Client::new();
-    // 10 × N distinct cold ids, spread over the three instances, all at once.
+    // 10 × N per window for two windows: 200 distinct cold ids, one every 10 ms, spread
+    // over the three instances.
+    let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..100 {
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..200 {
+        pace.tick().await;
         let url = format!("{}/v1/users/over{i}", edges[i % 3].base);
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            client.get(url).send().await.unwrap().status().as_u16()
+            let status = client.get(url).send().await.unwrap().status().as_u16();
+            (status, start.elapsed())
         }));
     }
-    let mut ok = 0;
+    let mut admitted_at = Vec::new();
     let mut limited = 0;
     for t in tasks {
         match t.await.unwrap() {
-            200 => ok += 1,
-            429 => limited += 1,
-            other => panic!("unexpected status {other}"),
+            (200, at) => admitted_at.push(at),
+            (429, _) => limited += 1,
+            (other, _) => panic!("unexpected status {other}"),
         }
     }
     let served = sim.sim().served_total();
-    assert!(
-        served <= 15,
-        "the simulator served {served} calls; the fleet budget is 10 + burst 5"
+    let span = start.elapsed();
+    eprintln!(
+        "overload: {} admitted, {limited} refused, {served} reached ParagoN in {span:?} (budget 10/s + burst 5)",
+        admitted_at.len()
     );
-    assert_eq!(ok as u64, served, "every admitted call was answered 200");
-    assert_eq!(ok + limited, 100);
+    assert_eq!(
+        admitted_at.len() as u64,
+        served,
+        "every admitted call was answered 200"
+    );
+    assert_eq!(admitted_at.len() + limited, 200);
+    // Over the whole run: the burst plus the rate, plus one for the window edge.
+    let bound = 5 + (span.as_secs_f64() * 10.0).ceil() as u64 + 1;
     assert!(
-        served >= 5,
-        "the burst should have been admitted (served {served})"
+        served <= bound,
+        "{served} upstream calls in {span:?}; the fleet budget allows {bound}"
+    );
+    // In any one-second window: at most N + burst.
+    admitted_at.sort();
+    for (i, t) in admitted_at.iter().enumerate() {
+        let in_window = admitted_at[i..]
+            .iter()
+            .take_while(|u| **u < *t + Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 15,
+            "{in_window} upstream calls within one second"
+        );
+    }
+    assert!(
+        served >= 15,
+        "the budget should have been used (served {served})"
     );
 }
 
