@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# ParagoN Edge load and stress benchmarks (loopback only, bounded in time).
+#
+#   bench/run.sh            HTTP load (bare axum / paragon-edge / nginx), stress, Redis
+#                           limiter latency; about 4 minutes on 2 cores
+#   bench/run.sh --quick    the same, shorter runs; under a minute once built
+#   bench/run.sh --only http|stress|redis   one section
+#   CARGO_TARGET_DIR=...    where the release binaries are built (default: target/)
+#   BENCH_NO_BUILD=1        use the binaries already built
+#
+# Results: bench/results/*.json and bench/results/chart.svg (see BENCHMARKS.md).
+# The criterion benches are separate: cargo bench -p paragon-bench --bench layers
+# followed by python3 bench/criterion_report.py.
+#
+# Needs 2 CPUs: the server under test is pinned to CPU 0 (taskset), wrk and the
+# simulated upstream to CPU 1. Installs wrk and nginx with apt-get when missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="$ROOT/bench/results"
+QUICK=0
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY="$2"; shift ;;
+    *) echo "usage: $0 [--quick] [--only http|stress|redis]" >&2; exit 2 ;;
+  esac
+  shift
+done
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+
+if [ "$QUICK" = 1 ]; then DUR=4s; WARM=1s; else DUR=15s; WARM=3s; fi
+THREADS=1; CONNS=32          # identical wrk settings for every server
+SERVER_CPU=0; CLIENT_CPU=1
+SIM_PORT=18090; BARE_PORT=18081; EDGE_PORT=18082; NGINX_PORT=18083
+mkdir -p "$OUT"
+WORK="$(mktemp -d /tmp/paragon-bench.XXXXXX)"
+chmod 755 "$WORK"   # nginx workers run unprivileged
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  sleep 0.3
+  cp "$WORK"/*.log "$WORK"/wrk-*.txt "$KEEP_LOGS"/ 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+KEEP_LOGS="$OUT/logs"; mkdir -p "$KEEP_LOGS"
+
+need() {  # need COMMAND PACKAGE
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "installing $2" >&2
+    (apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; })
+  fi
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+
+cpu_ticks() {  # utime+stime of the given pids, in clock ticks
+  local total=0
+  for p in "$@"; do
+    # fields after the command name: state is field 3, utime 14, stime 15
+    local f; f=$(sed 's/^.*) //' "/proc/$p/stat")
+    set -- $f
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+
+to_ms() {  # wrk latency like 812.00us / 1.23ms / 1.01s -> ms
+  python3 -c 'import sys,re
+v=sys.argv[1]; m=re.match(r"([0-9.]+)(us|ms|s)",v); x=float(m.group(1))
+print(x/1000 if m.group(2)=="us" else x*1000 if m.group(2)=="s" else x)' "$1"
+}
+
+CARGO_TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$CARGO_TARGET/release"
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  echo "building release binaries (target: $CARGO_TARGET)" >&2
+  (cd "$ROOT" && cargo build --release -q -p paragon-edge -p paragon-sim -p paragon-bench --bins)
+fi
+
+# ---------------------------------------------------------------- HTTP load
+if want http; then
+  need wrk wrk
+  need nginx nginx
+  CLK_TCK=$(getconf CLK_TCK)
+
+  cat > "$WORK/hits.lua" <<'LUA'
+-- cycles through 1,000 ids that the warm-up has cached
+local i = 0
+request = function()
+  i = i % 1000 + 1
+  return wrk.format("GET", "/v1/users/u" .. i)
+end
+LUA
+  cat > "$WORK/mixed.lua" <<'LUA'
+-- 90 % of requests for the 1,000 cached ids, 10 % for ids never seen before
+local i, n = 0, 0
+local tag = tostring(os.time()) .. tostring(math.random(1000000))
+request = function()
+  i = i + 1
+  if i % 10 == 0 then
+    n = n + 1
+    return wrk.format("GET", "/v1/users/x" .. tag .. "-" .. n)
+  end
+  return wrk.format("GET", "/v1/users/u" .. (i % 1000 + 1))
+end
+LUA
+
+  taskset -c "$CLIENT_CPU" "$BIN/paragon-sim" --listen "127.0.0.1:$SIM_PORT" >"$WORK/sim.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$SIM_PORT"
+
+  cat > "$WORK/edge.toml" <<TOML
+[server]
+listen = "127.0.0.1:$EDGE_PORT"
+[upstream]
+base_url = "http://127.0.0.1:$SIM_PORT"
+[cache]
+ttl = "300s"
+max_entries = 100000
+[rate_limit]
+max_requests = 1000000
+window = "1s"
+TOML
+  mkdir -p "$WORK/nginx-cache"
+  chmod 777 "$WORK/nginx-cache"
+  cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+daemon on;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=users:32m max_size=1g inactive=10m use_temp_path=off;
+  limit_req_zone \$server_name zone=budget:1m rate=1000000r/s;
+  upstream paragon { server 127.0.0.1:$SIM_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location /v1/users/ {
+      limit_req zone=budget burst=1000000 nodelay;
+      proxy_pass http://paragon/users/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache users;
+      proxy_cache_valid 200 300s;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 5s;
+      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+      add_header x-cache \$upstream_cache_status;
+    }
+  }
+}
+NGINX
+
+  start_server() {  # name -> sets SERVER_PIDS
+    case "$1" in
+      bare)
+        taskset -c "$SERVER_CPU" "$BIN/bare_axum" --listen "127.0.0.1:$BARE_PORT" >"$WORK/bare.log" 2>&1 &
+        SERVER_PIDS="$!"; PIDS+=($!); PORT=$BARE_PORT ;;
+      edge)
+        RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN/paragon-edge" --config "$WORK/edge.toml" serve >"$WORK/edge.log" 2>&1 &
+        SERVER_PIDS="$!"; PIDS+=($!); PORT=$EDGE_PORT ;;
+      nginx)
+        rm -rf "${WORK:?}/nginx-cache"/*
+        taskset -c "$SERVER_CPU" nginx -c "$WORK/nginx.conf" -p "$WORK" 2>>"$WORK/nginx-error.log"
+        PORT=$NGINX_PORT
+        wait_port "$PORT"
+        local master; master=$(cat "$WORK/nginx.pid")
+        SERVER_PIDS="$master $(pgrep -P "$master" | tr '\n' ' ')" ;;
+    esac
+    wait_port "$PORT"
+  }
+  stop_server() {
+    if [ "$1" = nginx ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; rm -f "$WORK/nginx.pid"
+    else for p in $SERVER_PIDS; do kill "$p" 2>/dev/null || true; done; fi
+    sleep 0.5
+  }
+
+  measure() {  # name script -> one JSON line
+    local name=$1 script=$2
+    local before after
+    before=$(cpu_ticks $SERVER_PIDS)
+    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/$script" "http://127.0.0.1:$PORT" >"$WORK/wrk-$name.txt"
+    after=$(cpu_ticks $SERVER_PIDS)
+    local rps p50 p99 reqs non2xx
+    rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk-$name.txt")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' "$WORK/wrk-$name.txt")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' "$WORK/wrk-$name.txt")")
+    reqs=$(awk '/requests in/ {print $1}' "$WORK/wrk-$name.txt")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/wrk-$name.txt"); non2xx=${non2xx:-0}
+    python3 -c 'import json,sys
+n,rps,p50,p99,reqs,ticks,tck,bad=sys.argv[1:]
+print(json.dumps({"server":n,"rps":float(rps),"p50_ms":float(p50),"p99_ms":float(p99),
+ "requests":int(reqs),"non_2xx":int(bad),
+ "cpu_us_per_req":int(ticks)/int(tck)*1e6/max(1,int(reqs))}))' \
+      "$name" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" "$CLK_TCK" "$non2xx"
+  }
+
+  : > "$OUT/http.jsonl"
+  for s in bare edge nginx; do
+    start_server "$s"
+    # warm-up: caches every one of the 1,000 ids, opens the connections
+    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$WARM" -s "$WORK/hits.lua" "http://127.0.0.1:$PORT" >/dev/null
+    measure "$s" hits.lua | tee -a "$OUT/http.jsonl"
+    if [ "$s" != bare ]; then
+      measure "$s-90pct-hits" mixed.lua | tee -a "$OUT/http.jsonl"
+    fi
+    stop_server "$s"
+  done
+fi
+
+# ---------------------------------------------------------------- stress
+if want stress; then
+  Q=""; [ "$QUICK" = 1 ] && Q="--quick"
+  : > "$OUT/stress.jsonl"
+  for s in overload stampede churn; do
+    timeout 120 "$BIN/stress" "$s" $Q | tee -a "$OUT/stress.jsonl"
+  done
+fi
+
+# ---------------------------------------------------------------- Redis limiter
+if want redis; then
+  CALLS=20000; [ "$QUICK" = 1 ] && CALLS=5000
+  if ! command -v redis-server >/dev/null 2>&1; then need redis-server redis-server || true; fi
+  timeout 120 "$BIN/redis_limiter" --calls "$CALLS" | tee "$OUT/redis.jsonl"
+fi
+
+python3 "$ROOT/bench/report.py" "$OUT"
