@@ -19,7 +19,10 @@ impl TierCodec<ParagonRequest, ParagonResponse, Error> for ParagonCodec {
 
     fn encode(&self, value: &CachedValue<ParagonResponse, Error>) -> Option<Vec<u8>> {
         match value {
-            CachedValue::Value(ParagonResponse { resource: Resource::User(user), .. }) => {
+            CachedValue::Value(ParagonResponse {
+                resource: Resource::User(user),
+                ..
+            }) => {
                 let raw = user.raw_json();
                 let mut out = Vec::with_capacity(raw.len() + 1);
                 out.push(b'u');
@@ -31,12 +34,18 @@ impl TierCodec<ParagonRequest, ParagonResponse, Error> for ParagonCodec {
         }
     }
 
-    fn decode(&self, key: &ParagonRequest, bytes: &[u8]) -> Option<CachedValue<ParagonResponse, Error>> {
+    fn decode(
+        &self,
+        key: &ParagonRequest,
+        bytes: &[u8],
+    ) -> Option<CachedValue<ParagonResponse, Error>> {
         let ParagonRequest::GetUser(id) = key;
         match bytes.split_first()? {
             (b'u', raw) => {
                 let user = User::decode(id, Bytes::copy_from_slice(raw)).ok()?;
-                Some(CachedValue::Value(ParagonResponse::new(Resource::User(user))))
+                Some(CachedValue::Value(ParagonResponse::new(Resource::User(
+                    user,
+                ))))
             }
             (b'n', []) => Some(CachedValue::Negative(Error::NotFound)),
             _ => None,
@@ -57,9 +66,17 @@ mod tests {
         let value = CachedValue::Value(ParagonResponse::new(Resource::User(user.clone())));
         let bytes = ParagonCodec.encode(&value).unwrap();
         assert_eq!(ParagonCodec.decode(&key, &bytes), Some(value));
-        let neg = ParagonCodec.encode(&CachedValue::Negative(Error::NotFound)).unwrap();
-        assert_eq!(ParagonCodec.decode(&key, &neg), Some(CachedValue::Negative(Error::NotFound)));
-        assert_eq!(ParagonCodec.encode(&CachedValue::Negative(Error::Overloaded)), None);
+        let neg = ParagonCodec
+            .encode(&CachedValue::Negative(Error::NotFound))
+            .unwrap();
+        assert_eq!(
+            ParagonCodec.decode(&key, &neg),
+            Some(CachedValue::Negative(Error::NotFound))
+        );
+        assert_eq!(
+            ParagonCodec.encode(&CachedValue::Negative(Error::Overloaded)),
+            None
+        );
         // Another user's document under this key is refused.
         let other = ParagonRequest::GetUser(UserId::parse("u2").unwrap());
         assert_eq!(ParagonCodec.decode(&other, &bytes), None);

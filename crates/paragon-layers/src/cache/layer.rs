@@ -57,7 +57,10 @@ pub struct CacheLayer<Req: CacheKey, R, E> {
 impl<Req: CacheKey, R: Clone + 'static, E: Clone + 'static> CacheLayer<Req, R, E> {
     /// A layer with its own, empty table.
     pub fn new(config: CacheConfig, clock: Clock) -> Self {
-        CacheLayer { shared: Arc::new(Shared::new(config, clock, None)), _req: PhantomData }
+        CacheLayer {
+            shared: Arc::new(Shared::new(config, clock, None)),
+            _req: PhantomData,
+        }
     }
 
     /// A layer whose misses go to `tier` before the upstream. A fleet-wide fill claim is
@@ -69,7 +72,10 @@ impl<Req: CacheKey, R: Clone + 'static, E: Clone + 'static> CacheLayer<Req, R, E
         hold: Duration,
     ) -> Self {
         let link = TierLink { tier, hold };
-        CacheLayer { shared: Arc::new(Shared::new(config, clock, Some(link))), _req: PhantomData }
+        CacheLayer {
+            shared: Arc::new(Shared::new(config, clock, Some(link))),
+            _req: PhantomData,
+        }
     }
 
     /// A handle for purging and statistics.

@@ -155,9 +155,7 @@ where
     }
 }
 
-async fn wait<R, E>(
-    mut rx: watch::Receiver<Option<Outcome<R, E>>>,
-) -> Result<R, E>
+async fn wait<R, E>(mut rx: watch::Receiver<Option<Outcome<R, E>>>) -> Result<R, E>
 where
     R: CacheStatusSink + Clone,
     E: From<FillAborted> + Clone,
@@ -189,9 +187,15 @@ struct Fill<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> {
 /// Where a fill's answer came from.
 enum Filled<R, E> {
     /// The upstream was called (or failed); a stale entry of the shared tier may stand in.
-    Upstream { result: Result<R, E>, tier_stale: Option<R> },
+    Upstream {
+        result: Result<R, E>,
+        tier_stale: Option<R>,
+    },
     /// Another instance's fill, read from the shared tier.
-    Shared { value: Stored<R, E>, fresh_for: Duration },
+    Shared {
+        value: Stored<R, E>,
+        fresh_for: Duration,
+    },
 }
 
 impl<K, R, E> Fill<K, R, E>
@@ -207,7 +211,10 @@ where
         Req: Send,
     {
         let filled = match &self.shared.tier {
-            None => Filled::Upstream { result: inner.oneshot(req).await, tier_stale: None },
+            None => Filled::Upstream {
+                result: inner.oneshot(req).await,
+                tier_stale: None,
+            },
             Some(link) => fill_through_tier(link, &self.shared.config, &self.key, inner, req).await,
         };
         let outcome = self.store(filled);
@@ -231,8 +238,15 @@ where
                     Stored::Value(r) => Ok((r.clone(), CacheStatus::Hit)),
                     Stored::Negative(e) => Err(e.clone()),
                 };
-                let stale = if matches!(value, Stored::Value(_)) { config.stale_if_error } else { Duration::ZERO };
-                let life = Lifetime { fresh_until, stale_until: fresh_until.after(stale) };
+                let stale = if matches!(value, Stored::Value(_)) {
+                    config.stale_if_error
+                } else {
+                    Duration::ZERO
+                };
+                let life = Lifetime {
+                    fresh_until,
+                    stale_until: fresh_until.after(stale),
+                };
                 slot.entry = Some(Entry { value, life });
                 return outcome;
             }
@@ -314,20 +328,27 @@ where
                 match &result {
                     Ok(r) => {
                         let value = Stored::Value(r.clone());
-                        tier.publish(key, token, &value, config.ttl, config.stale_if_error).await;
+                        tier.publish(key, token, &value, config.ttl, config.stale_if_error)
+                            .await;
                     }
                     Err(e) if e.is_negative() && !config.negative_ttl.is_zero() => {
                         let value = Stored::Negative(e.clone());
-                        tier.publish(key, token, &value, config.negative_ttl, Duration::ZERO).await;
+                        tier.publish(key, token, &value, config.negative_ttl, Duration::ZERO)
+                            .await;
                     }
                     Err(_) => tier.release(key, token).await,
                 }
                 return Filled::Upstream { result, tier_stale };
             }
-            Claim::Follower if started.elapsed() < link.hold => tokio::time::sleep(FOLLOW_POLL).await,
+            Claim::Follower if started.elapsed() < link.hold => {
+                tokio::time::sleep(FOLLOW_POLL).await
+            }
             // The tier is unreachable, or the claimant took too long: fill without it.
             Claim::Follower | Claim::Unavailable => {
-                return Filled::Upstream { result: inner.oneshot(req).await, tier_stale };
+                return Filled::Upstream {
+                    result: inner.oneshot(req).await,
+                    tier_stale,
+                };
             }
         }
     }
@@ -386,7 +407,9 @@ impl<K, R, E> Clone for CacheHandle<K, R, E> {
     }
 }
 
-impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + 'static> CacheHandle<K, R, E> {
+impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + 'static>
+    CacheHandle<K, R, E>
+{
     pub(crate) fn new(shared: Arc<Shared<K, R, E>>) -> Self {
         CacheHandle { shared }
     }

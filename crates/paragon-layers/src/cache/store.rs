@@ -255,7 +255,8 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
                 .as_ref()
                 .is_none_or(|e| e.life.at(now) == Freshness::Dead);
             // Fills in progress are never evicted; referenced live entries get a second chance.
-            let keep = slot.flight.is_some() || (!dead && slot.referenced.swap(false, Ordering::Relaxed));
+            let keep =
+                slot.flight.is_some() || (!dead && slot.referenced.swap(false, Ordering::Relaxed));
             if keep {
                 order.push_back((key, hash));
             } else {

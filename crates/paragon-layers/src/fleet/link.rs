@@ -110,7 +110,9 @@ impl RedisLink {
     /// Waits (up to `limit`) until the link is up; true if it is.
     pub async fn wait_up(&self, limit: Duration) -> bool {
         let mut rx = self.subscribe();
-        let up = tokio::time::timeout(limit, rx.wait_for(|up| *up)).await.is_ok();
+        let up = tokio::time::timeout(limit, rx.wait_for(|up| *up))
+            .await
+            .is_ok();
         up
     }
 
@@ -176,7 +178,14 @@ async fn health_loop(weak: Weak<Inner>) {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout));
-                match tokio::time::timeout(timeout * 2, inner.client.get_multiplexed_async_connection_with_config(&config)).await {
+                match tokio::time::timeout(
+                    timeout * 2,
+                    inner
+                        .client
+                        .get_multiplexed_async_connection_with_config(&config),
+                )
+                .await
+                {
                     Ok(Ok(c)) => {
                         *inner.conn.write() = Some(c.clone());
                         Some(c)
@@ -203,7 +212,9 @@ async fn health_loop(weak: Weak<Inner>) {
             }
             None => {
                 if first {
-                    tracing::warn!("Redis is unreachable at start: serving on local state until it is up");
+                    tracing::warn!(
+                        "Redis is unreachable at start: serving on local state until it is up"
+                    );
                 }
                 set_up(&inner, false, Some("cannot connect"))
             }

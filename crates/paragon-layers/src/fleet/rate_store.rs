@@ -133,9 +133,15 @@ impl RateStore for RedisRateStore {
             })
             .await;
         match reply {
-            Some((0, wait)) => Acquire::Admit { wait: Duration::from_micros(wait) },
-            Some((1, retry)) => Acquire::OverBudget { retry_after: Duration::from_micros(retry) },
-            Some((_, retry)) => Acquire::Paused { retry_after: Duration::from_micros(retry) },
+            Some((0, wait)) => Acquire::Admit {
+                wait: Duration::from_micros(wait),
+            },
+            Some((1, retry)) => Acquire::OverBudget {
+                retry_after: Duration::from_micros(retry),
+            },
+            Some((_, retry)) => Acquire::Paused {
+                retry_after: Duration::from_micros(retry),
+            },
             None => self.local.acquire_now(&self.fallback_gcra(), max_wait),
         }
     }
@@ -145,7 +151,11 @@ impl RateStore for RedisRateStore {
         let _ = self
             .link
             .call(|mut c| async move {
-                self.pause.key(&self.pause_key).arg(micros(d)).invoke_async::<u8>(&mut c).await
+                self.pause
+                    .key(&self.pause_key)
+                    .arg(micros(d))
+                    .invoke_async::<u8>(&mut c)
+                    .await
             })
             .await;
     }
@@ -154,12 +164,19 @@ impl RateStore for RedisRateStore {
         let reply = self
             .link
             .call(|mut c| async move {
-                self.state.key(&self.tat_key).key(&self.pause_key).invoke_async::<(u64, u64)>(&mut c).await
+                self.state
+                    .key(&self.tat_key)
+                    .key(&self.pause_key)
+                    .invoke_async::<(u64, u64)>(&mut c)
+                    .await
             })
             .await;
         match reply {
             Some((ahead_us, paused_us)) => BudgetState {
-                available: gcra.tolerance.saturating_sub(ahead_us.saturating_mul(1_000)) / gcra.interval,
+                available: gcra
+                    .tolerance
+                    .saturating_sub(ahead_us.saturating_mul(1_000))
+                    / gcra.interval,
                 paused_for: Duration::from_micros(paused_us),
             },
             None => self.local.state_now(&self.fallback_gcra()),

@@ -90,9 +90,16 @@ where
             let entry_key = self.entry_key(key);
             let reply = self
                 .link
-                .call(|mut c| async move { self.lookup.key(&entry_key).invoke_async::<Vec<Value>>(&mut c).await })
+                .call(|mut c| async move {
+                    self.lookup
+                        .key(&entry_key)
+                        .invoke_async::<Vec<Value>>(&mut c)
+                        .await
+                })
                 .await;
-            let Some(reply) = reply else { return TierEntry::Absent };
+            let Some(reply) = reply else {
+                return TierEntry::Absent;
+            };
             let (bytes, pttl) = match reply.as_slice() {
                 [Value::BulkString(bytes), Value::Int(pttl)] => (bytes, *pttl),
                 _ => return TierEntry::Absent,
@@ -109,7 +116,10 @@ where
             };
             let remaining = pttl.unsigned_abs();
             if remaining > stale_ms {
-                TierEntry::Fresh { value, fresh_for: Duration::from_millis(remaining - stale_ms) }
+                TierEntry::Fresh {
+                    value,
+                    fresh_for: Duration::from_millis(remaining - stale_ms),
+                }
             } else {
                 match value {
                     CachedValue::Value(r) => TierEntry::Stale(r),
@@ -186,7 +196,12 @@ where
             let _ = self
                 .link
                 .call(|mut c| async move {
-                    self.release.key(&entry).key(&lock).arg(token).invoke_async::<u8>(&mut c).await
+                    self.release
+                        .key(&entry)
+                        .key(&lock)
+                        .arg(token)
+                        .invoke_async::<u8>(&mut c)
+                        .await
                 })
                 .await;
         })
@@ -199,7 +214,12 @@ where
                     let entry = self.entry_key(key);
                     let _ = self
                         .link
-                        .call(|mut c| async move { redis::cmd("DEL").arg(&entry).query_async::<u64>(&mut c).await })
+                        .call(|mut c| async move {
+                            redis::cmd("DEL")
+                                .arg(&entry)
+                                .query_async::<u64>(&mut c)
+                                .await
+                        })
                         .await;
                 }
                 None => {
@@ -220,7 +240,10 @@ where
                                     .query_async(&mut c)
                                     .await?;
                                 if !keys.is_empty() {
-                                    redis::cmd("UNLINK").arg(&keys).query_async::<u64>(&mut c).await?;
+                                    redis::cmd("UNLINK")
+                                        .arg(&keys)
+                                        .query_async::<u64>(&mut c)
+                                        .await?;
                                 }
                                 Ok(next)
                             })
