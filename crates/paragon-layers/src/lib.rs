@@ -16,7 +16,11 @@
 //! `service.rs` the runtime state, a pure core (`freshness.rs`, `gcra.rs`,
 //! `state_machine.rs`) takes `now` as an argument and does no I/O, and `error.rs` the
 //! layer's own rejection type. Time comes only from a [`Clock`], so tests run on paused
-//! tokio time or a manual clock and are exact.
+//! tokio time or a manual clock and are exact. `excluded_time.rs` lets the breaker leave
+//! the limiter's deliberate waits out of its slow-call timing.
+//!
+//! With the `redis` feature, `fleet/` holds the stores a fleet of instances shares: a
+//! rate budget and a second cache tier in Redis, and the self-healing link to it.
 //!
 //! # Composing
 //!
