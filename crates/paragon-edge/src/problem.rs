@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use paragon_client::Error;
+use paragon_client::{Error, InvalidUserId};
 use serde::Serialize;
 
 /// One problem answer.
@@ -58,6 +58,11 @@ impl Problem {
         Problem::new(StatusCode::BAD_REQUEST, slug, "Bad request", detail)
     }
 
+    /// `400` for an id that is not valid; nothing is sent upstream.
+    pub fn invalid_id(e: &InvalidUserId) -> Problem {
+        Problem::bad_request("invalid-id", format!("invalid user id: {e}"))
+    }
+
     /// `404` for a path that is not part of the API.
     pub fn no_route(path: &str) -> Problem {
         let shown: String = path.chars().take(200).collect();
@@ -73,7 +78,7 @@ impl Problem {
     pub fn from_error(e: &Error) -> Problem {
         use StatusCode as S;
         match e {
-            Error::InvalidId(_) => Problem::bad_request("invalid-id", e.to_string()),
+            Error::InvalidId(invalid) => Problem::invalid_id(invalid),
             Error::NotFound => Problem::new(
                 S::NOT_FOUND,
                 "not-found",

@@ -202,9 +202,7 @@ pub async fn purge(
                 let purged = cache.purge(&ParagonRequest::GetUser(id)).await;
                 Json(json!({ "purged": usize::from(purged) })).into_response()
             }
-            Err(e) => {
-                Problem::bad_request("invalid-id", format!("invalid user id: {e}")).into_response()
-            }
+            Err(e) => Problem::invalid_id(&e).into_response(),
         },
     }
 }

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{Error, UserId};
+use paragon_client::{Error, InvalidUserId, UserId};
 
 use crate::app::AppState;
 use crate::problem::Problem;
@@ -27,10 +27,7 @@ pub async fn get_user(
     };
     let id = match UserId::parse(&raw) {
         Ok(id) => id,
-        Err(e) => {
-            return Problem::bad_request("invalid-id", format!("invalid user id: {e}"))
-                .into_response()
-        }
+        Err(e) => return Problem::invalid_id(&e).into_response(),
     };
     match state.stack().client.fetch_user_with_status(&id).await {
         Ok(fetched) => {
@@ -49,7 +46,7 @@ pub async fn get_user(
 
 /// `GET /v1/users/` has an empty id.
 pub async fn empty_id() -> Response {
-    Problem::bad_request("invalid-id", "invalid user id: the id is empty").into_response()
+    Problem::invalid_id(&InvalidUserId::Empty).into_response()
 }
 
 fn problem_for(e: &Error) -> Problem {
