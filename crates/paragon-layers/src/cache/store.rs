@@ -53,8 +53,9 @@ struct Shard<K, V, F> {
 
 struct ShardInner<K, V, F> {
     table: HashTable<Slot<K, V, F>>,
-    /// Keys in insertion order for the CLOCK hand; may hold keys already removed.
-    order: VecDeque<(K, u64)>,
+    /// Hashes of the keys in insertion order for the CLOCK hand; may hold some of keys
+    /// already removed.
+    order: VecDeque<u64>,
 }
 
 /// A bounded, sharded table of slots.
@@ -168,7 +169,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
                 slot.flight.is_some()
             });
             let ShardInner { table, order } = &mut *g;
-            order.retain(|(k, h)| table.find(*h, |s| s.key == *k).is_some());
+            order.retain(|h| table.find(*h, |s| s.hash == *h).is_some());
         }
     }
 
@@ -195,22 +196,27 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
         key: &K,
         now: Timestamp,
     ) -> &mut Slot<K, V, F> {
-        if self.get_mut(hash, key).is_none() {
-            if self.guard.table.len() >= self.per_shard {
-                self.evict_one(now);
+        let per_shard = self.per_shard;
+        let ShardInner { table, order } = &mut *self.guard;
+        match table.find_entry(hash, |s| s.hash == hash && s.key == *key) {
+            Ok(present) => present.into_mut(),
+            Err(absent) => {
+                let table = absent.into_table();
+                if table.len() >= per_shard {
+                    evict_one(table, order, now);
+                }
+                compact_order(table, order);
+                order.push_back(hash);
+                let slot = Slot {
+                    key: key.clone(),
+                    hash,
+                    entry: None,
+                    flight: None,
+                    referenced: AtomicBool::new(false),
+                };
+                table.insert_unique(hash, slot, |s| s.hash).into_mut()
             }
-            let slot = Slot {
-                key: key.clone(),
-                hash,
-                entry: None,
-                flight: None,
-                referenced: AtomicBool::new(false),
-            };
-            self.guard.table.insert_unique(hash, slot, |s| s.hash);
-            self.guard.order.push_back((key.clone(), hash));
-            self.compact_order();
         }
-        self.get_mut(hash, key).expect("slot inserted above")
     }
 
     /// Removes the slot of `key` when it holds neither an entry nor a fill.
@@ -235,45 +241,51 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
         self.remove_if_empty(hash, key);
         had
     }
+}
 
-    /// CLOCK: advance the hand over the insertion order, giving referenced entries a
-    /// second chance, skipping fills in progress, and dropping the first other one.
-    fn evict_one(&mut self, now: Timestamp) {
-        let ShardInner { table, order } = &mut *self.guard;
-        let mut budget = order.len() * 2 + 1;
-        while budget > 0 {
-            budget -= 1;
-            let Some((key, hash)) = order.pop_front() else {
-                return;
-            };
-            let Ok(occupied) = table.find_entry(hash, |s| s.hash == hash && s.key == key) else {
-                continue; // removed earlier; its place in the order was stale
-            };
-            let slot = occupied.get();
-            let dead = slot
-                .entry
-                .as_ref()
-                .is_none_or(|e| e.life.at(now) == Freshness::Dead);
-            // Fills in progress are never evicted; referenced live entries get a second chance.
-            let keep =
-                slot.flight.is_some() || (!dead && slot.referenced.swap(false, Ordering::Relaxed));
-            if keep {
-                order.push_back((key, hash));
-            } else {
-                occupied.remove();
-                return;
-            }
+/// CLOCK: advance the hand over the insertion order, giving referenced entries a second
+/// chance, skipping fills in progress, and dropping the first other one.
+///
+/// The order holds hashes only: the hand then never reads the keys it passes (a memory
+/// miss each), and a (vanishingly rare) full 64-bit collision only means the hand visits
+/// one of the two colliding slots in the other's place.
+fn evict_one<K, V, F>(
+    table: &mut HashTable<Slot<K, V, F>>,
+    order: &mut VecDeque<u64>,
+    now: Timestamp,
+) {
+    let mut budget = order.len() * 2 + 1;
+    while budget > 0 {
+        budget -= 1;
+        let Some(hash) = order.pop_front() else {
+            return;
+        };
+        let Ok(occupied) = table.find_entry(hash, |s| s.hash == hash) else {
+            continue; // removed earlier; its place in the order was stale
+        };
+        let slot = occupied.get();
+        let dead = slot
+            .entry
+            .as_ref()
+            .is_none_or(|e| e.life.at(now) == Freshness::Dead);
+        // Fills in progress are never evicted; referenced live entries get a second chance.
+        let keep =
+            slot.flight.is_some() || (!dead && slot.referenced.swap(false, Ordering::Relaxed));
+        if keep {
+            order.push_back(hash);
+        } else {
+            occupied.remove();
+            return;
         }
     }
+}
 
-    /// Keeps the order queue from growing without bound after many removals. A key that
-    /// was removed and inserted again may stand in it twice until then; that only gives
-    /// it one more visit of the hand.
-    fn compact_order(&mut self) {
-        let ShardInner { table, order } = &mut *self.guard;
-        if order.len() > table.len() * 2 + 16 {
-            order.retain(|(k, h)| table.find(*h, |s| s.key == *k).is_some());
-        }
+/// Keeps the order queue from growing without bound after many removals. A key that was
+/// removed and inserted again may stand in it twice until then; that only gives it one
+/// more visit of the hand.
+fn compact_order<K, V, F>(table: &HashTable<Slot<K, V, F>>, order: &mut VecDeque<u64>) {
+    if order.len() > table.len() * 2 + 16 {
+        order.retain(|h| table.find(*h, |s| s.hash == *h).is_some());
     }
 }
 
