@@ -221,6 +221,27 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
     assert_eq!(handle.stats().entries, 0);
 }
 
+/// No runtime here: a fill whose inner service answers at once is answered in the first
+/// poll, with no task spawned (a spawn would panic outside a runtime).
+#[test]
+fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
+    let up = Scripted::new();
+    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    for (n, status) in [
+        (1, CacheStatus::Miss),
+        (1, CacheStatus::Hit),
+        (2, CacheStatus::Miss),
+    ] {
+        let answer = svc.call(Get(n)).now_or_never();
+        assert_eq!(
+            answer.expect("answered at the first poll").unwrap().status,
+            status
+        );
+    }
+    assert_eq!(up.calls(), 2);
+    assert_eq!(handle.stats().entries, 2);
+}
+
 #[tokio::test]
 async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
     let (up, mut rx) = Controlled::new();

@@ -1,7 +1,8 @@
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either, Ready};
@@ -136,23 +137,41 @@ where
         let rx = match &slot.flight {
             Some(flight) => flight.subscribe(),
             None => {
-                let (tx, rx) = watch::channel(None);
-                let tx = Arc::new(tx);
-                slot.flight = Some(tx.clone());
+                let flight = Arc::new(watch::Sender::new(None));
+                slot.flight = Some(flight.clone());
                 drop(shard);
                 shared.misses.fetch_add(1, Ordering::Relaxed);
                 let fill = Fill {
                     shared: shared.clone(),
                     key,
                     hash,
-                    tx: Some(tx),
+                    tx: Some(flight.clone()),
                 };
-                tokio::spawn(fill.run(self.inner.clone(), req));
+                let mut run = Box::pin(fill.run(self.inner.clone(), req));
+                // The fill starts now, inline: an inner service that answers at once (a
+                // shared tier hit, an in-memory upstream) costs no task and no wake-up.
+                // Polling with a no-op waker is sound because a fill that is not done
+                // moves to its own task, whose first poll registers the real waker.
+                let mut cx = Context::from_waker(Waker::noop());
+                if let Poll::Ready(outcome) = run.as_mut().poll(&mut cx) {
+                    return Either::Left(futures_util::future::ready(from_outcome(outcome)));
+                }
+                // Not done: it runs on its own task, so a caller that gives up does not
+                // cancel it for the others.
+                let rx = flight.subscribe();
+                tokio::spawn(run);
                 rx
             }
         };
         Either::Right(Box::pin(wait(rx)))
     }
+}
+
+fn from_outcome<R: CacheStatusSink, E>(outcome: Outcome<R, E>) -> Result<R, E> {
+    outcome.map(|(mut r, status)| {
+        r.set_cache_status(status);
+        r
+    })
 }
 
 async fn wait<R, E>(mut rx: watch::Receiver<Option<Outcome<R, E>>>) -> Result<R, E>
@@ -165,11 +184,7 @@ where
         Err(_) => return Err(E::from(FillAborted)),
     };
     match outcome {
-        Some(Ok((mut r, status))) => {
-            r.set_cache_status(status);
-            Ok(r)
-        }
-        Some(Err(e)) => Err(e),
+        Some(outcome) => from_outcome(outcome),
         None => Err(E::from(FillAborted)),
     }
 }
@@ -204,7 +219,7 @@ where
     R: Clone + Send + Sync + 'static,
     E: CachePolicy + Clone + Send + Sync + 'static,
 {
-    async fn run<S, Req>(mut self, inner: S, req: Req)
+    async fn run<S, Req>(mut self, inner: S, req: Req) -> Outcome<R, E>
     where
         S: Service<Req, Response = R, Error = E> + Send,
         S::Future: Send,
@@ -219,8 +234,12 @@ where
         };
         let outcome = self.store(filled);
         if let Some(tx) = self.tx.take() {
-            tx.send_replace(Some(outcome));
+            // `store` withdrew the flight from the table, so no one subscribes any more.
+            if tx.receiver_count() > 0 {
+                tx.send_replace(Some(outcome.clone()));
+            }
         }
+        outcome
     }
 
     /// Records the result of the fill and decides what the waiters get.
