@@ -1,15 +1,20 @@
-//! The HTTP application: `app(state) -> Router`, and the state it serves from.
+//! The HTTP application: `app(state) -> EdgeApp`, and the state it serves from.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Notify;
+use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
@@ -103,40 +108,23 @@ impl AppState {
     }
 }
 
-/// Counts an API request in flight until dropped.
-struct InFlightGuard(AppState);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        if self.0 .0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0 .0.idle.notify_waiters();
-        }
+/// The route of a request path, as a metric label. The paths are matched as the router
+/// matches them (`{id}` is one segment), so the label never disagrees with the handler.
+fn route_of(path: &str) -> Route {
+    if let Some(rest) = path.strip_prefix("/v1/users") {
+        return match rest.strip_prefix('/') {
+            None if rest.is_empty() => Route::Batch,
+            Some(id) if !id.contains('/') => Route::User,
+            _ => Route::Other,
+        };
     }
-}
-
-fn route_of(path: Option<&MatchedPath>) -> Route {
-    match path.map(MatchedPath::as_str) {
-        Some("/v1/users/{id}") | Some("/v1/users/") => Route::User,
-        Some("/v1/users") => Route::Batch,
-        Some("/healthz") => Route::Healthz,
-        Some("/readyz") => Route::Readyz,
-        Some("/metrics") => Route::Metrics,
-        Some(p) if p.starts_with("/admin") => Route::Admin,
+    match path {
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/metrics" => Route::Metrics,
+        p if p.starts_with("/admin/") => Route::Admin,
         _ => Route::Other,
     }
-}
-
-/// Counts requests by route and status, and API requests in flight (for shutdown).
-async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = route_of(request.extensions().get::<MatchedPath>());
-    let guard = matches!(route, Route::User | Route::Batch).then(|| {
-        state.0.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(state.clone())
-    });
-    let response = next.run(request).await;
-    state.0.metrics.http(route, response.status().as_u16());
-    drop(guard);
-    response
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -146,22 +134,107 @@ fn acceptable_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-/// Gives every answer an `x-request-id`: the caller's when it is sane, else a new one.
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = match request.headers().get(&X_REQUEST_ID) {
-        Some(v) if acceptable_request_id(v) => v.clone(),
-        _ => {
-            let v = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("0"));
-            request
-                .headers_mut()
-                .insert(X_REQUEST_ID.clone(), v.clone());
-            v
+/// A new request id: a random (v4) UUID.
+fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The edge service as served: the router behind one hand-written front layer that
+/// gives every answer an `x-request-id` (the caller's when it is sane, else a new one),
+/// counts requests by route and status, and tracks API requests in flight for the
+/// shutdown drain. Its future is a concrete type, so the front costs no allocation per
+/// request.
+#[derive(Clone)]
+pub struct EdgeApp {
+    router: Router,
+    state: AppState,
+}
+
+impl Service<Request> for EdgeApp {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Tracked<<Router as Service<Request>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        <Router as Service<Request>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let route = route_of(request.uri().path());
+        let id = match request.headers().get(&X_REQUEST_ID) {
+            Some(v) if acceptable_request_id(v) => v.clone(),
+            _ => {
+                let v = new_request_id();
+                request
+                    .headers_mut()
+                    .insert(X_REQUEST_ID.clone(), v.clone());
+                v
+            }
+        };
+        let api = matches!(route, Route::User | Route::Batch);
+        if api {
+            self.state.0.in_flight.fetch_add(1, Ordering::SeqCst);
         }
-    };
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    response
+        Tracked {
+            inner: self.router.call(request),
+            done: Some(Done {
+                tracker: Tracker {
+                    state: self.state.clone(),
+                    api,
+                },
+                route,
+                id,
+            }),
+        }
+    }
+}
+
+/// Counts an API request in flight until dropped (also when the connection is dropped
+/// before the answer is written).
+struct Tracker {
+    state: AppState,
+    api: bool,
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        if self.api && self.state.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.state.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What the front does once the answer is there.
+struct Done {
+    tracker: Tracker,
+    route: Route,
+    id: HeaderValue,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`EdgeApp`]: the router's, then the request id and the counts.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        done: Option<Done>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for Tracked<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.inner.poll(cx));
+        if let Some(done) = this.done.take() {
+            let state = &done.tracker.state;
+            state.0.metrics.http(done.route, response.status().as_u16());
+            response.headers_mut().insert(X_REQUEST_ID.clone(), done.id);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -205,8 +278,8 @@ async fn method_not_allowed() -> Response {
     .into_response()
 }
 
-/// The router of the edge service.
-pub fn app(state: AppState) -> Router {
+/// The edge service: its routes behind CORS (when configured) and the front layer.
+pub fn app(state: AppState) -> EdgeApp {
     let router = Router::new()
         .route("/v1/users/{id}", get(routes::users::get_user))
         .route("/v1/users/", get(routes::users::empty_id))
@@ -221,13 +294,51 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/admin/cache/purge", post(routes::admin::purge))
         .fallback(fallback)
-        .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), track));
+        .method_not_allowed_fallback(method_not_allowed);
     let router = match cors(&state.0.config.server.cors_allowed_origins) {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router
-        .layer(middleware::from_fn(request_id))
-        .with_state(state)
+    EdgeApp {
+        router: router.with_state(state.clone()),
+        state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_labelled_as_the_router_matches_them() {
+        for (path, route) in [
+            ("/v1/users/u1", Route::User),
+            ("/v1/users/a%2Fb", Route::User),
+            ("/v1/users/", Route::User),
+            ("/v1/users", Route::Batch),
+            ("/v1/users/a/b", Route::Other),
+            ("/v1/usersx", Route::Other),
+            ("/healthz", Route::Healthz),
+            ("/readyz", Route::Readyz),
+            ("/metrics", Route::Metrics),
+            ("/admin/status", Route::Admin),
+            ("/admin/circuit-breaker/open", Route::Admin),
+            ("/", Route::Other),
+            ("/v2/users/u1", Route::Other),
+        ] {
+            assert_eq!(route_of(path), route, "{path}");
+        }
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_uuids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        for v in [a, b] {
+            let text = v.to_str().unwrap();
+            assert_eq!(uuid::Uuid::parse_str(text).unwrap().get_version_num(), 4);
+            assert!(acceptable_request_id(&v));
+        }
+    }
 }

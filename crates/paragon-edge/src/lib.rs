@@ -16,7 +16,8 @@
 //! # Layout
 //! - [`config`] — the TOML/environment configuration, validated once;
 //! - [`stack`] — the one composition of the layers;
-//! - [`app`] — `app(state) -> Router`, middleware (request ids, CORS, counters);
+//! - [`app`] — `app(state) -> EdgeApp`: the router, CORS, and the front layer (request
+//!   ids, counters, in-flight tracking);
 //! - [`routes`] — handlers: users, batch, health, metrics, admin;
 //! - [`problem`] — errors as `application/problem+json`;
 //! - [`metrics`] — counters and the Prometheus text;

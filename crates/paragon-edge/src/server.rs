@@ -102,7 +102,8 @@ pub async fn run(
             );
         }
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(drained);
+    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app(state)))
+        .with_graceful_shutdown(drained);
     let deadline = async move {
         if stopping_rx.await.is_ok() {
             // The drain above uses `grace`; the connections get a moment more to write out.
