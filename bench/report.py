@@ -9,6 +9,7 @@ saved to bench/results/criterion.json.
 """
 import json
 import os
+import statistics
 import sys
 
 out = sys.argv[1] if len(sys.argv) > 1 else "bench/results"
@@ -78,12 +79,29 @@ if c:
         r = 2 * g("threads/limit_1") / g("threads/limit_2")
         rows.append(("(limit) DashMap: 2 threads / 1 thread", f"{r:.2f}", "—", "—"))
 
-http = {r["server"]: r for r in lines("http.jsonl")}
+def medians(records):
+    """One row per server: the median of each figure over its interleaved rounds."""
+    by = {}
+    for r in records:
+        by.setdefault(r["server"], []).append(r)
+    out = {}
+    for n, rs in by.items():
+        row = {k: statistics.median(r[k] for r in rs)
+               for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+        row["non_2xx"] = sum(r["non_2xx"] for r in rs)
+        row["rounds"] = len(rs)
+        row["rps_range"] = (min(r["rps"] for r in rs), max(r["rps"] for r in rs))
+        out[n] = row
+    return out
+
+
+http = medians(lines("http.jsonl"))
 if http:
-    print("### HTTP (wrk, server pinned to one core)\n")
-    print("| server | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx |\n|---|---:|---:|---:|---:|---:|")
+    print("### HTTP (wrk, server pinned to one core; median of interleaved rounds)\n")
+    print("| server | rounds | req/s (median) | req/s (min–max) | p50 ms | p99 ms | CPU µs/req | non-2xx |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for n, r in http.items():
-        print(f"| {n} | {r['rps']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['cpu_us_per_req']:.2f} | {r['non_2xx']} |")
+        lo, hi = r["rps_range"]
+        print(f"| {n} | {r['rounds']} | {r['rps']:.0f} | {lo:.0f}–{hi:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['cpu_us_per_req']:.2f} | {r['non_2xx']} |")
     print()
     e, b, n = http.get("edge"), http.get("bare"), http.get("nginx")
     if e and b:

@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
 done
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
-if [ "$QUICK" = 1 ]; then DUR=4s; WARM=1s; else DUR=15s; WARM=3s; fi
+if [ "$QUICK" = 1 ]; then DUR=2s; WARM=1s; ROUNDS=2; else DUR=5s; WARM=3s; ROUNDS=5; fi
 THREADS=1; CONNS=32          # identical wrk settings for every server
 SERVER_CPU=0; CLIENT_CPU=1
 SIM_PORT=18090; BARE_PORT=18081; EDGE_PORT=18082; NGINX_PORT=18083
@@ -162,36 +162,36 @@ http {
 }
 NGINX
 
-  start_server() {  # name -> sets SERVER_PIDS
+  # All three servers run side by side on CPU 0 (an idle one costs nothing), and the
+  # rounds interleave them: bare, edge, nginx, bare, edge, nginx, ... Each figure is then
+  # the median over the rounds, so a noisy moment of the machine hits every server alike
+  # instead of one server's whole run.
+  declare -A PIDS_OF PORT_OF
+  start_server() {  # name
     case "$1" in
       bare)
         taskset -c "$SERVER_CPU" "$BIN/bare_axum" --listen "127.0.0.1:$BARE_PORT" >"$WORK/bare.log" 2>&1 &
-        SERVER_PIDS="$!"; PIDS+=($!); PORT=$BARE_PORT ;;
+        PIDS_OF[bare]="$!"; PIDS+=($!); PORT_OF[bare]=$BARE_PORT ;;
       edge)
         RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN/paragon-edge" --config "$WORK/edge.toml" serve >"$WORK/edge.log" 2>&1 &
-        SERVER_PIDS="$!"; PIDS+=($!); PORT=$EDGE_PORT ;;
+        PIDS_OF[edge]="$!"; PIDS+=($!); PORT_OF[edge]=$EDGE_PORT ;;
       nginx)
         rm -rf "${WORK:?}/nginx-cache"/*
         taskset -c "$SERVER_CPU" nginx -c "$WORK/nginx.conf" -p "$WORK" 2>>"$WORK/nginx-error.log"
-        PORT=$NGINX_PORT
-        wait_port "$PORT"
+        PORT_OF[nginx]=$NGINX_PORT
+        wait_port "$NGINX_PORT"
         local master; master=$(cat "$WORK/nginx.pid")
-        SERVER_PIDS="$master $(pgrep -P "$master" | tr '\n' ' ')" ;;
+        PIDS_OF[nginx]="$master $(pgrep -P "$master" | tr '\n' ' ')" ;;
     esac
-    wait_port "$PORT"
-  }
-  stop_server() {
-    if [ "$1" = nginx ]; then kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; rm -f "$WORK/nginx.pid"
-    else for p in $SERVER_PIDS; do kill "$p" 2>/dev/null || true; done; fi
-    sleep 0.5
+    wait_port "${PORT_OF[$1]}"
   }
 
-  measure() {  # name script -> one JSON line
-    local name=$1 script=$2
+  measure() {  # server label script round -> one JSON line
+    local server=$1 name=$2 script=$3 round=$4
     local before after
-    before=$(cpu_ticks $SERVER_PIDS)
-    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/$script" "http://127.0.0.1:$PORT" >"$WORK/wrk-$name.txt"
-    after=$(cpu_ticks $SERVER_PIDS)
+    before=$(cpu_ticks ${PIDS_OF[$server]})
+    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/$script" "http://127.0.0.1:${PORT_OF[$server]}" >"$WORK/wrk-$name.txt"
+    after=$(cpu_ticks ${PIDS_OF[$server]})
     local rps p50 p99 reqs non2xx
     rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk-$name.txt")
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' "$WORK/wrk-$name.txt")")
@@ -199,23 +199,28 @@ NGINX
     reqs=$(awk '/requests in/ {print $1}' "$WORK/wrk-$name.txt")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/wrk-$name.txt"); non2xx=${non2xx:-0}
     python3 -c 'import json,sys
-n,rps,p50,p99,reqs,ticks,tck,bad=sys.argv[1:]
-print(json.dumps({"server":n,"rps":float(rps),"p50_ms":float(p50),"p99_ms":float(p99),
+n,rnd,rps,p50,p99,reqs,ticks,tck,bad=sys.argv[1:]
+print(json.dumps({"server":n,"round":int(rnd),"rps":float(rps),"p50_ms":float(p50),"p99_ms":float(p99),
  "requests":int(reqs),"non_2xx":int(bad),
  "cpu_us_per_req":int(ticks)/int(tck)*1e6/max(1,int(reqs))}))' \
-      "$name" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" "$CLK_TCK" "$non2xx"
+      "$name" "$round" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" "$CLK_TCK" "$non2xx"
   }
 
   : > "$OUT/http.jsonl"
   for s in bare edge nginx; do
     start_server "$s"
     # warm-up: caches every one of the 1,000 ids, opens the connections
-    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$WARM" -s "$WORK/hits.lua" "http://127.0.0.1:$PORT" >/dev/null
-    measure "$s" hits.lua | tee -a "$OUT/http.jsonl"
-    if [ "$s" != bare ]; then
-      measure "$s-90pct-hits" mixed.lua | tee -a "$OUT/http.jsonl"
-    fi
-    stop_server "$s"
+    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$WARM" -s "$WORK/hits.lua" "http://127.0.0.1:${PORT_OF[$s]}" >/dev/null
+  done
+  for round in $(seq 1 "$ROUNDS"); do
+    for s in bare edge nginx; do
+      measure "$s" "$s" hits.lua "$round" | tee -a "$OUT/http.jsonl"
+    done
+  done
+  for round in $(seq 1 "$ROUNDS"); do
+    for s in edge nginx; do
+      measure "$s" "$s-90pct-hits" mixed.lua "$round" | tee -a "$OUT/http.jsonl"
+    done
   done
 fi
 

@@ -161,17 +161,11 @@ impl Service<Request> for EdgeApp {
         <Router as Service<Request>>::poll_ready(&mut self.router, cx)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
         let route = route_of(request.uri().path());
         let id = match request.headers().get(&X_REQUEST_ID) {
             Some(v) if acceptable_request_id(v) => v.clone(),
-            _ => {
-                let v = new_request_id();
-                request
-                    .headers_mut()
-                    .insert(X_REQUEST_ID.clone(), v.clone());
-                v
-            }
+            _ => new_request_id(),
         };
         let api = matches!(route, Route::User | Route::Batch);
         if api {
@@ -256,7 +250,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 X_REQUEST_ID.clone(),
             ])
             .expose_headers([
-                HeaderName::from_static("x-cache"),
+                routes::users::X_CACHE.clone(),
                 X_REQUEST_ID.clone(),
                 header::RETRY_AFTER,
             ])

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
@@ -12,6 +12,9 @@ use paragon_client::{Error, InvalidUserId, UserId};
 
 use crate::app::AppState;
 use crate::problem::Problem;
+
+/// `x-cache: HIT | MISS | STALE` (a static name: no parsing per answer).
+pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// One user, exactly as ParagoN sent it, with `x-cache`.
 pub async fn get_user(
@@ -37,7 +40,10 @@ pub async fn get_user(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            h.insert("x-cache", HeaderValue::from_static(fetched.cache.as_str()));
+            h.insert(
+                X_CACHE.clone(),
+                HeaderValue::from_static(fetched.cache.as_str()),
+            );
             response
         }
         Err(e) => problem_for(&e).into_response(),
