@@ -1,12 +1,12 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either, Ready};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
 
 use super::freshness::{Freshness, Lifetime};
@@ -22,8 +22,31 @@ const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
 /// The result a fill hands to everyone waiting on it.
 type Outcome<R, E> = Result<(R, CacheStatus), E>;
-/// A fill in progress: waiters subscribe to it.
-type Flight<R, E> = Arc<watch::Sender<Option<Outcome<R, E>>>>;
+/// A fill in progress: every caller of its key waits on it.
+type Flight<R, E> = Arc<FlightCell<R, E>>;
+
+/// Where a fill leaves its answer for the callers waiting on it.
+struct FlightCell<R, E> {
+    /// `Some(outcome)`, or `None` when the fill ended without one.
+    done: OnceLock<Option<Outcome<R, E>>>,
+    notify: Notify,
+}
+
+impl<R, E> FlightCell<R, E> {
+    fn new() -> Self {
+        FlightCell {
+            done: OnceLock::new(),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Hands the answer (or `None`: no answer) to every waiter.
+    fn finish(&self, outcome: Option<Outcome<R, E>>) {
+        // Only the fill finishes its flight, once.
+        let _ = self.done.set(outcome);
+        self.notify.notify_waiters();
+    }
+}
 
 /// The optional shared tier, and how long a fleet-wide fill claim is held.
 pub(crate) struct TierLink<K, R, E> {
@@ -121,49 +144,44 @@ where
         }
         let key = key.into_owned();
 
-        let mut shard = shared.table.write(hash);
-        let slot = shard.get_or_insert(hash, &key, now);
-        if let Some(entry) = &slot.entry {
-            if entry.life.at(now) == Freshness::Fresh {
-                // Filled between our read and write locks.
-                let stored = entry.value.clone();
-                drop(shard);
-                return Either::Left(futures_util::future::ready(answer(
-                    stored,
-                    CacheStatus::Hit,
-                )));
-            }
+        let mut flights = shared.table.flights(hash);
+        if let Some(flight) = flights.get(hash, &key) {
+            let flight = flight.clone();
+            drop(flights);
+            return Either::Right(Box::pin(wait(flight)));
         }
-        let rx = match &slot.flight {
-            Some(flight) => flight.subscribe(),
-            None => {
-                let flight = Arc::new(watch::Sender::new(None));
-                slot.flight = Some(flight.clone());
-                drop(shard);
-                shared.misses.fetch_add(1, Ordering::Relaxed);
-                let fill = Fill {
-                    shared: shared.clone(),
-                    key,
-                    hash,
-                    tx: Some(flight.clone()),
-                };
-                let mut run = Box::pin(fill.run(self.inner.clone(), req));
-                // The fill starts now, inline: an inner service that answers at once (a
-                // shared tier hit, an in-memory upstream) costs no task and no wake-up.
-                // Polling with a no-op waker is sound because a fill that is not done
-                // moves to its own task, whose first poll registers the real waker.
-                let mut cx = Context::from_waker(Waker::noop());
-                if let Poll::Ready(outcome) = run.as_mut().poll(&mut cx) {
-                    return Either::Left(futures_util::future::ready(from_outcome(outcome)));
-                }
-                // Not done: it runs on its own task, so a caller that gives up does not
-                // cancel it for the others.
-                let rx = flight.subscribe();
-                tokio::spawn(run);
-                rx
-            }
+        // A fill stores its entry before it leaves the registry, so with the registry
+        // locked and no fill in it, the entry is either there now or still to be made.
+        if let Some(stored) = shared.table.get_fresh(hash, &key, now) {
+            drop(flights);
+            return Either::Left(futures_util::future::ready(answer(
+                stored,
+                CacheStatus::Hit,
+            )));
+        }
+        let flight = Arc::new(FlightCell::new());
+        flights.insert(hash, key.clone(), flight.clone());
+        drop(flights);
+        shared.misses.fetch_add(1, Ordering::Relaxed);
+        let fill = Fill {
+            shared: shared.clone(),
+            key,
+            hash,
+            tx: Some(flight.clone()),
         };
-        Either::Right(Box::pin(wait(rx)))
+        let mut run = Box::pin(fill.run(self.inner.clone(), req));
+        // The fill starts now, inline: an inner service that answers at once (a shared
+        // tier hit, an in-memory upstream) costs no task and no wake-up. Polling with a
+        // no-op waker is sound because a fill that is not done moves to its own task,
+        // whose first poll registers the real waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready(outcome) = run.as_mut().poll(&mut cx) {
+            return Either::Left(futures_util::future::ready(from_outcome(outcome)));
+        }
+        // Not done: it runs on its own task, so a caller that gives up does not cancel it
+        // for the others.
+        tokio::spawn(run);
+        Either::Right(Box::pin(wait(flight)))
     }
 }
 
@@ -174,18 +192,21 @@ fn from_outcome<R: CacheStatusSink, E>(outcome: Outcome<R, E>) -> Result<R, E> {
     })
 }
 
-async fn wait<R, E>(mut rx: watch::Receiver<Option<Outcome<R, E>>>) -> Result<R, E>
+async fn wait<R, E>(flight: Flight<R, E>) -> Result<R, E>
 where
     R: CacheStatusSink + Clone,
     E: From<FillAborted> + Clone,
 {
-    let outcome = match rx.wait_for(Option::is_some).await {
-        Ok(v) => v.clone(),
-        Err(_) => return Err(E::from(FillAborted)),
-    };
-    match outcome {
-        Some(outcome) => from_outcome(outcome),
-        None => Err(E::from(FillAborted)),
+    loop {
+        let notified = flight.notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Registered before the check, so a `finish` after the check wakes us.
+        notified.as_mut().enable();
+        match flight.done.get() {
+            Some(Some(outcome)) => return from_outcome(outcome.clone()),
+            Some(None) => return Err(E::from(FillAborted)),
+            None => notified.await,
+        }
     }
 }
 
@@ -234,9 +255,11 @@ where
         };
         let outcome = self.store(filled);
         if let Some(tx) = self.tx.take() {
-            // `store` withdrew the flight from the table, so no one subscribes any more.
-            if tx.receiver_count() > 0 {
-                tx.send_replace(Some(outcome.clone()));
+            self.withdraw(&tx);
+            // Out of the registry, no one can start waiting on it any more; the others
+            // holding it are waiting already.
+            if Arc::strong_count(&tx) > 1 {
+                tx.finish(Some(outcome.clone()));
             }
         }
         outcome
@@ -249,7 +272,6 @@ where
         let now = shared.clock.now();
         let mut shard = shared.table.write(self.hash);
         let slot = shard.get_or_insert(self.hash, &self.key, now);
-        slot.flight = None;
         let (result, tier_stale) = match filled {
             Filled::Shared { value, fresh_for } => {
                 let fresh_until = now.after(fresh_for);
@@ -373,17 +395,21 @@ where
     }
 }
 
+impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Fill<K, R, E> {
+    /// Takes this fill out of the registry of fills in progress.
+    fn withdraw(&self, tx: &Flight<R, E>) {
+        self.shared
+            .table
+            .flights(self.hash)
+            .remove_if(self.hash, &self.key, |f| Arc::ptr_eq(f, tx));
+    }
+}
+
 impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Drop for Fill<K, R, E> {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            let mut shard = self.shared.table.write(self.hash);
-            if let Some(slot) = shard.get_mut(self.hash, &self.key) {
-                if slot.flight.as_ref().is_some_and(|f| Arc::ptr_eq(f, &tx)) {
-                    slot.flight = None;
-                }
-            }
-            shard.remove_if_empty(self.hash, &self.key);
-            // Dropping the last sender wakes the waiters with an error.
+            self.withdraw(&tx);
+            tx.finish(None);
         }
     }
 }

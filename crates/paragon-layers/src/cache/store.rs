@@ -1,16 +1,26 @@
 //! The in-memory cache table: a fixed number of shards, each a hash table behind its own
-//! read-write lock, bounded with CLOCK (second-chance) eviction.
+//! read-write lock, bounded with CLOCK (second-chance) eviction, plus a registry of the
+//! fills in progress.
 //!
-//! A hit takes only its shard's read lock, so callers on different keys spread over the
-//! shards instead of meeting on one lock, and the "recently used" mark is written only
-//! when it is not set yet, so a hot entry does not bounce its cache line between cores.
+//! A hit writes no memory that another core writes too: each shard's lock is a
+//! [`ShardedLock`], whose readers take only the sub-lock of their own thread; hits are
+//! counted in per-thread stripes; and the "recently used" mark is written only when it
+//! is not set yet. So the hit path scales with cores instead of bouncing a lock word or a
+//! counter between them. Writers (a fill storing its answer, evictions, purges) take
+//! every sub-lock, so a miss takes the table's write lock once, when it stores; the fills
+//! in progress live in a separate, plain mutex per shard that hits never touch.
+//!
+//! Lock order: a shard's flight registry may be held while its table is read, never the
+//! other way round, and never while its table is written.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard};
 
 use super::freshness::{Freshness, Lifetime};
 use crate::Timestamp;
@@ -19,6 +29,8 @@ use crate::Timestamp;
 const MAX_SHARDS: usize = 64;
 /// Fewest entries a shard should hold before the table splits into more shards.
 const MIN_PER_SHARD: usize = 64;
+/// Stripes of the hit counter; a thread always adds to the same one.
+const HIT_STRIPES: usize = 16;
 
 /// One cached value with its lifetime.
 pub(crate) struct Entry<V> {
@@ -26,17 +38,15 @@ pub(crate) struct Entry<V> {
     pub(crate) life: Lifetime,
 }
 
-/// What a key maps to: possibly an entry, possibly a fill in progress, possibly both (a
-/// stale entry being refreshed).
-pub(crate) struct Slot<K, V, F> {
+/// The cached entry of a key.
+pub(crate) struct Slot<K, V> {
     pub(crate) key: K,
     hash: u64,
     pub(crate) entry: Option<Entry<V>>,
-    pub(crate) flight: Option<F>,
     referenced: AtomicBool,
 }
 
-impl<K, V, F> Slot<K, V, F> {
+impl<K, V> Slot<K, V> {
     #[inline]
     fn touch(&self) {
         if !self.referenced.load(Ordering::Relaxed) {
@@ -45,35 +55,74 @@ impl<K, V, F> Slot<K, V, F> {
     }
 }
 
-#[repr(align(128))]
-struct Shard<K, V, F> {
-    inner: RwLock<ShardInner<K, V, F>>,
-    hits: AtomicU64,
+/// A fill in progress for a key.
+struct Flying<K, F> {
+    key: K,
+    hash: u64,
+    flight: F,
 }
 
-struct ShardInner<K, V, F> {
-    table: HashTable<Slot<K, V, F>>,
+struct Shard<K, V, F> {
+    inner: ShardedLock<ShardInner<K, V>>,
+    flights: Mutex<HashTable<Flying<K, F>>>,
+}
+
+impl<K, V, F> Shard<K, V, F> {
+    /// Shared access. A panic while a shard was written cannot leave it inconsistent in a
+    /// way that matters here (every write is a whole slot), so poisoning is ignored.
+    #[inline]
+    fn read(&self) -> ShardedLockReadGuard<'_, ShardInner<K, V>> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> ShardedLockWriteGuard<'_, ShardInner<K, V>> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The stripe of the calling thread.
+#[inline]
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % HIT_STRIPES;
+    }
+    STRIPE.try_with(|s| *s).unwrap_or(0)
+}
+
+struct ShardInner<K, V> {
+    table: HashTable<Slot<K, V>>,
     /// Hashes of the keys in insertion order for the CLOCK hand; may hold some of keys
     /// already removed.
     order: VecDeque<u64>,
 }
 
-/// A bounded, sharded table of slots.
+/// A bounded, sharded table of entries, with its fills in progress.
 pub(crate) struct Table<K, V, F> {
     shards: Box<[Shard<K, V, F>]>,
+    hits: Box<[CachePadded<AtomicU64>]>,
     mask: usize,
     per_shard: usize,
     hasher: foldhash::fast::FixedState,
 }
 
-/// Write access to one shard, for the service's fill bookkeeping.
-pub(crate) struct ShardWrite<'a, K, V, F> {
-    guard: RwLockWriteGuard<'a, ShardInner<K, V, F>>,
+/// Write access to one shard's entries.
+pub(crate) struct ShardWrite<'a, K, V> {
+    guard: ShardedLockWriteGuard<'a, ShardInner<K, V>>,
     per_shard: usize,
 }
 
+/// The fills in progress of one shard, locked.
+pub(crate) struct Flights<'a, K, F> {
+    guard: MutexGuard<'a, HashTable<Flying<K, F>>>,
+}
+
 impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
-    /// A table that never holds more than `max_entries` entries (fills in progress aside).
+    /// A table that never holds more than `max_entries` entries.
     pub(crate) fn new(max_entries: usize) -> Self {
         let max_entries = max_entries.max(1);
         let mut shards = 1;
@@ -83,17 +132,20 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         let per_shard = max_entries / shards;
         let shards = (0..shards)
             .map(|_| Shard {
-                inner: RwLock::new(ShardInner {
+                inner: ShardedLock::new(ShardInner {
                     table: HashTable::new(),
                     order: VecDeque::new(),
                 }),
-                hits: AtomicU64::new(0),
+                flights: Mutex::new(HashTable::new()),
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         Table {
             mask: shards.len() - 1,
             shards,
+            hits: (0..HIT_STRIPES)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
             per_shard,
             hasher: foldhash::fast::FixedState::with_seed(0x5eed_ca5e),
         }
@@ -113,8 +165,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
     /// The value of a fresh entry, if there is one; counts the hit.
     #[inline]
     pub(crate) fn get_fresh(&self, hash: u64, key: &K, now: Timestamp) -> Option<V> {
-        let shard = self.shard(hash);
-        let guard: RwLockReadGuard<'_, _> = shard.inner.read();
+        let guard = self.shard(hash).read();
         let slot = guard
             .table
             .find(hash, |s| s.hash == hash && s.key == *key)?;
@@ -125,25 +176,31 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         slot.touch();
         let value = entry.value.clone();
         drop(guard);
-        shard.hits.fetch_add(1, Ordering::Relaxed);
+        self.hits[stripe()].fetch_add(1, Ordering::Relaxed);
         Some(value)
     }
 
-    /// Exclusive access to the shard of `hash`.
-    pub(crate) fn write(&self, hash: u64) -> ShardWrite<'_, K, V, F> {
+    /// Exclusive access to the entries of the shard of `hash`.
+    pub(crate) fn write(&self, hash: u64) -> ShardWrite<'_, K, V> {
         ShardWrite {
-            guard: self.shard(hash).inner.write(),
+            guard: self.shard(hash).write(),
             per_shard: self.per_shard,
         }
     }
 
-    /// Entries held now (fills without an entry not counted).
+    /// The fills in progress of the shard of `hash`.
+    pub(crate) fn flights(&self, hash: u64) -> Flights<'_, K, F> {
+        Flights {
+            guard: self.shard(hash).flights.lock(),
+        }
+    }
+
+    /// Entries held now.
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
-                s.inner
-                    .read()
+                s.read()
                     .table
                     .iter()
                     .filter(|slot| slot.entry.is_some())
@@ -154,22 +211,15 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
 
     /// Hits served since start.
     pub(crate) fn hits(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.hits.load(Ordering::Relaxed))
-            .sum()
+        self.hits.iter().map(|h| h.load(Ordering::Relaxed)).sum()
     }
 
     /// Drops every entry; fills in progress keep running and store their result.
     pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {
-            let mut g = shard.inner.write();
-            g.table.retain(|slot| {
-                slot.entry = None;
-                slot.flight.is_some()
-            });
-            let ShardInner { table, order } = &mut *g;
-            order.retain(|h| table.find(*h, |s| s.hash == *h).is_some());
+            let mut g = shard.write();
+            g.table.clear();
+            g.order.clear();
         }
     }
 
@@ -181,21 +231,43 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
+impl<K: Hash + Eq, F> Flights<'_, K, F> {
+    /// The fill in progress for `key`, if any.
+    pub(crate) fn get(&self, hash: u64, key: &K) -> Option<&F> {
+        self.guard
+            .find(hash, |f| f.hash == hash && f.key == *key)
+            .map(|f| &f.flight)
+    }
+
+    /// Records the fill in progress for `key` (there is none yet).
+    pub(crate) fn insert(&mut self, hash: u64, key: K, flight: F) {
+        self.guard
+            .insert_unique(hash, Flying { key, hash, flight }, |f| f.hash);
+    }
+
+    /// Removes the fill in progress for `key` when `is_it` says it is this one.
+    pub(crate) fn remove_if(&mut self, hash: u64, key: &K, is_it: impl FnOnce(&F) -> bool) {
+        if let Ok(entry) = self
+            .guard
+            .find_entry(hash, |f| f.hash == hash && f.key == *key)
+        {
+            if is_it(&entry.get().flight) {
+                entry.remove();
+            }
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> ShardWrite<'_, K, V> {
     /// The slot of `key`, if any.
-    pub(crate) fn get_mut(&mut self, hash: u64, key: &K) -> Option<&mut Slot<K, V, F>> {
+    pub(crate) fn get_mut(&mut self, hash: u64, key: &K) -> Option<&mut Slot<K, V>> {
         self.guard
             .table
             .find_mut(hash, |s| s.hash == hash && s.key == *key)
     }
 
     /// The slot of `key`, created (evicting if the shard is full) when missing.
-    pub(crate) fn get_or_insert(
-        &mut self,
-        hash: u64,
-        key: &K,
-        now: Timestamp,
-    ) -> &mut Slot<K, V, F> {
+    pub(crate) fn get_or_insert(&mut self, hash: u64, key: &K, now: Timestamp) -> &mut Slot<K, V> {
         let per_shard = self.per_shard;
         let ShardInner { table, order } = &mut *self.guard;
         match table.find_entry(hash, |s| s.hash == hash && s.key == *key) {
@@ -211,7 +283,6 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
                     key: key.clone(),
                     hash,
                     entry: None,
-                    flight: None,
                     referenced: AtomicBool::new(false),
                 };
                 table.insert_unique(hash, slot, |s| s.hash).into_mut()
@@ -219,20 +290,20 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
         }
     }
 
-    /// Removes the slot of `key` when it holds neither an entry nor a fill.
+    /// Removes the slot of `key` when it holds no entry.
     pub(crate) fn remove_if_empty(&mut self, hash: u64, key: &K) {
         if let Ok(occupied) = self
             .guard
             .table
             .find_entry(hash, |s| s.hash == hash && s.key == *key)
         {
-            if occupied.get().entry.is_none() && occupied.get().flight.is_none() {
+            if occupied.get().entry.is_none() {
                 occupied.remove();
             }
         }
     }
 
-    /// Drops the entry of `key`, keeping a fill in progress; true if an entry was there.
+    /// Drops the entry of `key`; true if there was one.
     pub(crate) fn remove_entry(&mut self, hash: u64, key: &K) -> bool {
         let had = match self.get_mut(hash, key) {
             Some(slot) => slot.entry.take().is_some(),
@@ -243,17 +314,13 @@ impl<K: Hash + Eq + Clone, V, F> ShardWrite<'_, K, V, F> {
     }
 }
 
-/// CLOCK: advance the hand over the insertion order, giving referenced entries a second
-/// chance, skipping fills in progress, and dropping the first other one.
+/// CLOCK: advance the hand over the insertion order, giving referenced live entries a
+/// second chance and dropping the first other one.
 ///
 /// The order holds hashes only: the hand then never reads the keys it passes (a memory
 /// miss each), and a (vanishingly rare) full 64-bit collision only means the hand visits
 /// one of the two colliding slots in the other's place.
-fn evict_one<K, V, F>(
-    table: &mut HashTable<Slot<K, V, F>>,
-    order: &mut VecDeque<u64>,
-    now: Timestamp,
-) {
+fn evict_one<K, V>(table: &mut HashTable<Slot<K, V>>, order: &mut VecDeque<u64>, now: Timestamp) {
     let mut budget = order.len() * 2 + 1;
     while budget > 0 {
         budget -= 1;
@@ -268,10 +335,7 @@ fn evict_one<K, V, F>(
             .entry
             .as_ref()
             .is_none_or(|e| e.life.at(now) == Freshness::Dead);
-        // Fills in progress are never evicted; referenced live entries get a second chance.
-        let keep =
-            slot.flight.is_some() || (!dead && slot.referenced.swap(false, Ordering::Relaxed));
-        if keep {
+        if !dead && slot.referenced.swap(false, Ordering::Relaxed) {
             order.push_back(hash);
         } else {
             occupied.remove();
@@ -283,7 +347,7 @@ fn evict_one<K, V, F>(
 /// Keeps the order queue from growing without bound after many removals. A key that was
 /// removed and inserted again may stand in it twice until then; that only gives it one
 /// more visit of the hand.
-fn compact_order<K, V, F>(table: &HashTable<Slot<K, V, F>>, order: &mut VecDeque<u64>) {
+fn compact_order<K, V>(table: &HashTable<Slot<K, V>>, order: &mut VecDeque<u64>) {
     if order.len() > table.len() * 2 + 16 {
         order.retain(|h| table.find(*h, |s| s.hash == *h).is_some());
     }
@@ -349,13 +413,19 @@ mod tests {
     }
 
     #[test]
-    fn fills_in_progress_are_not_evicted() {
-        let t: Table<u32, u32, u8> = Table::new(1);
+    fn flights_are_found_by_key_and_removed_only_by_their_owner() {
+        let t: Table<u32, u32, u8> = Table::new(100);
         let h = t.hash(&1);
-        t.write(h).get_or_insert(h, &1, Timestamp(0)).flight = Some(7);
-        let h2 = t.hash(&2);
-        t.write(h2).get_or_insert(h2, &2, Timestamp(0));
-        let mut w = t.write(h);
-        assert_eq!(w.get_mut(h, &1).and_then(|s| s.flight), Some(7));
+        t.flights(h).insert(h, 1, 7);
+        assert_eq!(t.flights(h).get(h, &1), Some(&7));
+        assert_eq!(t.flights(t.hash(&2)).get(t.hash(&2), &2), None);
+        t.flights(h).remove_if(h, &1, |f| *f == 8);
+        assert_eq!(t.flights(h).get(h, &1), Some(&7));
+        t.flights(h).remove_if(h, &1, |f| *f == 7);
+        assert_eq!(t.flights(h).get(h, &1), None);
+        // Flights are not entries: they neither count nor go with a purge.
+        t.flights(h).insert(h, 1, 9);
+        t.clear();
+        assert_eq!((t.len(), t.flights(h).get(h, &1)), (0, Some(&9)));
     }
 }
