@@ -114,6 +114,12 @@ if http:
     if e9 and n9:
         rows.append(("HTTP 90 % hits: edge / nginx req/s", f"{e9['rps'] / n9['rps']:.2f}", "—", "—"))
 
+instr = {r["server"]: r for r in lines("instructions.jsonl")}
+if instr.get("edge") and instr.get("bare"):
+    e, b = instr["edge"]["instructions_per_req"], instr["bare"]["instructions_per_req"]
+    rows.append((f"HTTP hits, user-space instructions per request (callgrind): edge / bare axum = {e:,.0f} / {b:,.0f}",
+                 f"{e / b:.2f}", "(≤ 1.15 for CPU)", "—"))
+
 for s in lines("stress.jsonl"):
     if s["scenario"] == "overload":
         check(f"10× overload: upstream calls vs budget+burst ({s['upstream_calls']} / {s['budget_plus_burst']})",

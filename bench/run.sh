@@ -4,7 +4,7 @@
 #   bench/run.sh            HTTP load (bare axum / paragon-edge / nginx), stress, Redis
 #                           limiter latency; about 4 minutes on 2 cores
 #   bench/run.sh --quick    the same, shorter runs; under a minute once built
-#   bench/run.sh --only http|stress|redis   one section
+#   bench/run.sh --only http|instr|stress|redis   one section
 #   CARGO_TARGET_DIR=...    where the release binaries are built (default: target/)
 #   BENCH_NO_BUILD=1        use the binaries already built
 #
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --only) ONLY="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--only http|stress|redis]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--only http|instr|stress|redis]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -63,15 +63,20 @@ wait_port() {
   echo "nothing listens on port $1" >&2; return 1
 }
 
-cpu_ticks() {  # utime+stime of the given pids, in clock ticks
-  local total=0
+cpu_ticks() {  # "pid:ticks" (utime+stime, clock ticks) for each given pid still alive
   for p in "$@"; do
     # fields after the command name: state is field 3, utime 14, stime 15
-    local f; f=$(sed 's/^.*) //' "/proc/$p/stat")
+    local f; f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
     set -- $f
-    total=$((total + ${12} + ${13}))
+    echo -n "$p:$((${12} + ${13})) "
   done
-  echo "$total"
+}
+
+ticks_between() {  # BEFORE AFTER -> ticks used by the pids alive at both readings
+  python3 -c 'import sys
+b=dict(x.split(":") for x in sys.argv[1].split())
+a=dict(x.split(":") for x in sys.argv[2].split())
+print(sum(int(a[p]) - int(b[p]) for p in a if p in b))' "$1" "$2"
 }
 
 to_ms() {  # wrk latency like 812.00us / 1.23ms / 1.01s -> ms
@@ -88,9 +93,8 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
 fi
 
 # ---------------------------------------------------------------- HTTP load
-if want http; then
+if want http || want instr; then
   need wrk wrk
-  need nginx nginx
   CLK_TCK=$(getconf CLK_TCK)
 
   cat > "$WORK/hits.lua" <<'LUA'
@@ -131,6 +135,10 @@ max_entries = 100000
 max_requests = 1000000
 window = "1s"
 TOML
+fi
+
+if want http; then
+  need nginx nginx
   mkdir -p "$WORK/nginx-cache"
   chmod 777 "$WORK/nginx-cache"
   cat > "$WORK/nginx.conf" <<NGINX
@@ -189,6 +197,11 @@ NGINX
   measure() {  # server label script round -> one JSON line
     local server=$1 name=$2 script=$3 round=$4
     local before after
+    if [ "$server" = nginx ]; then
+      # nginx's cache loader exits a minute after start: count the processes alive now
+      local master; master=$(cat "$WORK/nginx.pid")
+      PIDS_OF[nginx]="$master $(pgrep -P "$master" | tr '\n' ' ')"
+    fi
     before=$(cpu_ticks ${PIDS_OF[$server]})
     taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/$script" "http://127.0.0.1:${PORT_OF[$server]}" >"$WORK/wrk-$name.txt"
     after=$(cpu_ticks ${PIDS_OF[$server]})
@@ -203,7 +216,7 @@ n,rnd,rps,p50,p99,reqs,ticks,tck,bad=sys.argv[1:]
 print(json.dumps({"server":n,"round":int(rnd),"rps":float(rps),"p50_ms":float(p50),"p99_ms":float(p99),
  "requests":int(reqs),"non_2xx":int(bad),
  "cpu_us_per_req":int(ticks)/int(tck)*1e6/max(1,int(reqs))}))' \
-      "$name" "$round" "$rps" "$p50" "$p99" "$reqs" "$((after - before))" "$CLK_TCK" "$non2xx"
+      "$name" "$round" "$rps" "$p50" "$p99" "$reqs" "$(ticks_between "$before" "$after")" "$CLK_TCK" "$non2xx"
   }
 
   : > "$OUT/http.jsonl"
@@ -221,6 +234,41 @@ print(json.dumps({"server":n,"round":int(rnd),"rps":float(rps),"p50_ms":float(p5
     for s in edge nginx; do
       measure "$s" "$s-90pct-hits" mixed.lua "$round" | tee -a "$OUT/http.jsonl"
     done
+  done
+fi
+
+# ---------------------------------------------------------------- instructions
+# The same hit load under callgrind: user-space instructions per request of bare axum
+# and of paragon-edge. Unlike time, this count does not move with the machine's load,
+# so it settles the edge / bare ratio that the noisy req/s figures only bracket. Kernel
+# work (sockets, about 60 % of each server's CPU time) is not counted; it is the same
+# per request for both, so the ratio of total CPU is smaller than this one.
+if want instr; then
+  need valgrind valgrind
+  : > "$OUT/instructions.jsonl"
+  for s in bare edge; do
+    case "$s" in
+      bare) port=$BARE_PORT; cmd=("$BIN/bare_axum" --listen "127.0.0.1:$BARE_PORT") ;;
+      edge) port=$EDGE_PORT; cmd=("$BIN/paragon-edge" --config "$WORK/edge.toml" serve) ;;
+    esac
+    RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
+      --callgrind-out-file="$WORK/$s.callgrind" "${cmd[@]}" >"$WORK/$s-callgrind.log" 2>&1 &
+    pid=$!; PIDS+=($pid)
+    wait_port "$port"
+    wrk -t1 -c4 -d3s -s "$WORK/hits.lua" "http://127.0.0.1:$port" >/dev/null   # fill, warm
+    callgrind_control -i on "$pid" >/dev/null
+    reqs=$(wrk -t1 -c4 -d"$DUR" -s "$WORK/hits.lua" "http://127.0.0.1:$port" | awk '/requests in/ {print $1}')
+    callgrind_control -i off "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null
+    dump="$WORK/$s.callgrind.1"   # the dump of the measured window, written asynchronously
+    for _ in $(seq 1 100); do [ -s "$dump" ] && break; sleep 0.1; done
+    sleep 0.5
+    kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+    python3 -c 'import json,sys
+s,ir,n=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])
+print(json.dumps({"server":s,"requests":n,"instructions":ir,"instructions_per_req":ir/max(1,n)}))' \
+      "$s" "$ir" "$reqs" | tee -a "$OUT/instructions.jsonl"
   done
 fi
 
