@@ -194,7 +194,13 @@ struct Tracker {
 
 impl Drop for Tracker {
     fn drop(&mut self) {
-        if self.api && self.state.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // Only a shutdown drain waits for idleness, and it starts after `ready` turns
+        // false (both sequentially consistent): a request that still reads `ready` as
+        // true ended before the drain's first look at the count.
+        if self.api
+            && self.state.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && !self.state.is_ready()
+        {
             self.state.0.idle.notify_waiters();
         }
     }

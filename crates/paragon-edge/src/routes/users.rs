@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::RawPathParamsRejection;
+use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,18 +17,21 @@ use crate::problem::Problem;
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// One user, exactly as ParagoN sent it, with `x-cache`.
+///
+/// The id is read from the router's decoded captures as they are (`RawPathParams`), not
+/// deserialized into a `String` first: `UserId::parse` makes the one copy it keeps.
 pub async fn get_user(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    params: Result<RawPathParams, RawPathParamsRejection>,
 ) -> Response {
-    let raw = match id {
-        Ok(Path(raw)) => raw,
+    let raw = match &params {
+        Ok(params) => params.iter().next().map_or("", |(_, value)| value),
         Err(_) => {
             return Problem::bad_request("invalid-id", "the id is not valid UTF-8 once decoded")
                 .into_response()
         }
     };
-    let id = match UserId::parse(&raw) {
+    let id = match UserId::parse(raw) {
         Ok(id) => id,
         Err(e) => return Problem::invalid_id(&e).into_response(),
     };
