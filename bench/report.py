@@ -78,6 +78,9 @@ if c:
     if g("threads/limit_1") and g("threads/limit_2"):
         r = 2 * g("threads/limit_1") / g("threads/limit_2")
         rows.append(("(limit) DashMap: 2 threads / 1 thread", f"{r:.2f}", "—", "—"))
+    if g("threads/unshared_1") and g("threads/unshared_2"):
+        r = 2 * g("threads/unshared_1") / g("threads/unshared_2")
+        rows.append(("(machine ceiling) a map per thread, nothing shared: 2 threads / 1 thread", f"{r:.2f}", "—", "—"))
 
 def medians(records):
     """One row per server: the median of each figure over its interleaved rounds."""

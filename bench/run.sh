@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ParagoN Edge load and stress benchmarks (loopback only, bounded in time).
 #
-#   bench/run.sh            HTTP load (bare axum / paragon-edge / nginx), stress, Redis
-#                           limiter latency; about 4 minutes on 2 cores
-#   bench/run.sh --quick    the same, shorter runs; under a minute once built
+#   bench/run.sh            HTTP load (bare axum / paragon-edge / nginx), instructions
+#                           per request (callgrind), stress, Redis limiter latency;
+#                           about 6 minutes on 2 cores
+#   bench/run.sh --quick    the same, shorter runs; about 2 minutes once built
 #   bench/run.sh --only http|instr|stress|redis   one section
 #   CARGO_TARGET_DIR=...    where the release binaries are built (default: target/)
 #   BENCH_NO_BUILD=1        use the binaries already built
@@ -62,6 +63,15 @@ wait_port() {
   done
   echo "nothing listens on port $1" >&2; return 1
 }
+
+port_free() {  # fail loudly when a stale server still holds one of our ports
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "port $p is already in use: stop what listens there first" >&2; exit 1
+    fi
+  done
+}
+port_free "$SIM_PORT" "$BARE_PORT" "$EDGE_PORT" "$NGINX_PORT"
 
 cpu_ticks() {  # "pid:ticks" (utime+stime, clock ticks) for each given pid still alive
   for p in "$@"; do
@@ -235,6 +245,10 @@ print(json.dumps({"server":n,"round":int(rnd),"rps":float(rps),"p50_ms":float(p5
       measure "$s" "$s-90pct-hits" mixed.lua "$round" | tee -a "$OUT/http.jsonl"
     done
   done
+  # free the ports for the sections below
+  kill ${PIDS_OF[bare]} ${PIDS_OF[edge]} 2>/dev/null || true
+  kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; rm -f "$WORK/nginx.pid"
+  sleep 0.5
 fi
 
 # ---------------------------------------------------------------- instructions
