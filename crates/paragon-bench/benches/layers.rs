@@ -320,6 +320,24 @@ where
     })
 }
 
+/// `iters` synchronous lookups cycling over `reqs`, timed.
+fn time_lookups(
+    reqs: &[ParagonRequest],
+    iters: u64,
+    mut lookup: impl FnMut(&ParagonRequest),
+) -> Duration {
+    let mut i = 0;
+    let start = Instant::now();
+    for _ in 0..iters {
+        lookup(&reqs[i]);
+        i += 1;
+        if i == reqs.len() {
+            i = 0;
+        }
+    }
+    start.elapsed()
+}
+
 /// `iters` calls, each for a key never seen before.
 fn time_misses<S>(rt: &Runtime, svc: &S, iters: u64) -> Duration
 where
@@ -360,17 +378,9 @@ fn hit(c: &mut Criterion) {
     g.bench_function("limit", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
-                let mut i = 0;
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let v = map.get(&reqs[i]).map(|e| e.value().clone());
-                    black_box(v.is_some());
-                    i += 1;
-                    if i == reqs.len() {
-                        i = 0;
-                    }
-                }
-                start.elapsed()
+                time_lookups(&reqs, iters, |r| {
+                    black_box(map.get(r).map(|e| e.value().clone()).is_some());
+                })
             })
         })
     });
@@ -527,16 +537,9 @@ fn threads(c: &mut Criterion) {
                         .collect();
                     move |b: &Barrier| {
                         b.wait();
-                        let mut i = 0;
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            black_box(own.get(&part[i]).cloned().is_some());
-                            i += 1;
-                            if i == part.len() {
-                                i = 0;
-                            }
-                        }
-                        start.elapsed()
+                        time_lookups(&part, iters, |r| {
+                            black_box(own.get(r).cloned().is_some());
+                        })
                     }
                 })
             })
@@ -547,16 +550,9 @@ fn threads(c: &mut Criterion) {
                     let map = map.clone();
                     move |b: &Barrier| {
                         b.wait();
-                        let mut i = 0;
-                        let start = Instant::now();
-                        for _ in 0..iters {
-                            black_box(map.get(&part[i]).map(|e| e.value().clone()).is_some());
-                            i += 1;
-                            if i == part.len() {
-                                i = 0;
-                            }
-                        }
-                        start.elapsed()
+                        time_lookups(&part, iters, |r| {
+                            black_box(map.get(r).map(|e| e.value().clone()).is_some());
+                        })
                     }
                 })
             })
