@@ -175,6 +175,18 @@ async fn a_failure_is_never_cached() {
 }
 
 #[tokio::test]
+async fn a_failed_fill_does_not_evict_a_cached_entry() {
+    let up = Scripted::new();
+    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 1), Clock::manual(), up.clone());
+    assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
+    up.fail(Fail::Upstream);
+    assert_eq!(get(&mut svc, 2).await, Err(Fail::Upstream));
+    assert_eq!(handle.stats().entries, 1);
+    assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Hit);
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test]
 async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
     let clock = Clock::manual();
     let up = Scripted::new();

@@ -270,8 +270,10 @@ where
         let shared = &self.shared;
         let config = &shared.config;
         let now = shared.clock.now();
-        let mut shard = shared.table.write(self.hash);
-        let slot = shard.get_or_insert(self.hash, &self.key, now);
+        let (hash, key) = (self.hash, &self.key);
+        let mut shard = shared.table.write(hash);
+        // A slot is made only for an entry to keep: a failed fill neither adds one nor
+        // evicts another entry to make room.
         let (result, tier_stale) = match filled {
             Filled::Shared { value, fresh_for } => {
                 let fresh_until = now.after(fresh_for);
@@ -288,44 +290,51 @@ where
                     fresh_until,
                     stale_until: fresh_until.after(stale),
                 };
-                slot.entry = Some(Entry { value, life });
+                shard.get_or_insert(hash, key, now).entry = Some(Entry { value, life });
                 return outcome;
             }
             Filled::Upstream { result, tier_stale } => (result, tier_stale),
         };
-        let outcome = match result {
+        match result {
             Ok(r) => {
                 let life = Lifetime::new(now, config.ttl, config.stale_if_error);
-                slot.entry = Some(Entry {
+                shard.get_or_insert(hash, key, now).entry = Some(Entry {
                     value: Stored::Value(r.clone()),
                     life,
                 });
                 Ok((r, CacheStatus::Miss))
             }
             Err(e) if e.is_negative() => {
-                slot.entry = (config.negative_ttl > Duration::ZERO).then(|| Entry {
-                    value: Stored::Negative(e.clone()),
-                    life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
-                });
+                if config.negative_ttl > Duration::ZERO {
+                    shard.get_or_insert(hash, key, now).entry = Some(Entry {
+                        value: Stored::Negative(e.clone()),
+                        life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
+                    });
+                } else {
+                    // "Does not exist" ends stale serving of whatever was cached.
+                    shard.remove_entry(hash, key);
+                }
                 Err(e)
             }
             Err(e) => {
-                let usable = match &slot.entry {
+                let held = shard
+                    .get_mut(hash, key)
+                    .and_then(|slot| slot.entry.as_ref());
+                let (usable, dead) = match held {
                     Some(Entry {
                         value: Stored::Value(r),
                         life,
-                    }) if e.serve_stale() => (life.at(now) != Freshness::Dead).then(|| r.clone()),
-                    _ => None,
+                    }) => {
+                        let dead = life.at(now) == Freshness::Dead;
+                        ((!dead && e.serve_stale()).then(|| r.clone()), dead)
+                    }
+                    Some(entry) => (None, entry.life.at(now) == Freshness::Dead),
+                    None => (None, false),
                 };
-                let usable = usable.or_else(|| tier_stale.filter(|_| e.serve_stale()));
-                if slot
-                    .entry
-                    .as_ref()
-                    .is_some_and(|en| en.life.at(now) == Freshness::Dead)
-                {
-                    slot.entry = None;
+                if dead {
+                    shard.remove_entry(hash, key);
                 }
-                match usable {
+                match usable.or_else(|| tier_stale.filter(|_| e.serve_stale())) {
                     Some(r) => {
                         shared.stale.fetch_add(1, Ordering::Relaxed);
                         Ok((r, CacheStatus::Stale))
@@ -333,9 +342,7 @@ where
                     None => Err(e),
                 }
             }
-        };
-        shard.remove_if_empty(self.hash, &self.key);
-        outcome
+        }
     }
 }
 
