@@ -96,7 +96,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     let grace = config.server.shutdown_grace.0;
     let shutdown = server::shutdown_signal();
-    let edge = server::build(config, paragon_layers::Clock::coarse()).await?;
+    // Ticked by the serving runtime itself: no clock thread wakes the serving cores.
+    let clock = paragon_layers::Clock::coarse_on(&tokio::runtime::Handle::current());
+    let edge = server::build(config, clock).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.listen): {e}"))?;

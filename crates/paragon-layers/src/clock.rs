@@ -35,6 +35,11 @@ pub(crate) fn duration_nanos(d: Duration) -> u64 {
 /// - [`Clock::coarse`]: a process-wide clock ticked every millisecond by a background
 ///   thread; reading it is one atomic load, which keeps the cache-hit path cheap (the
 ///   technique nginx uses for its cached time). Decisions are exact to the tick.
+/// - [`Clock::coarse_on`]: the same millisecond clock, ticked by a task on a tokio
+///   runtime instead of a thread of its own. A busy runtime runs the tick between two
+///   requests, as nginx refreshes its time once per turn of its event loop, so no thread
+///   wakes up 1,000 times a second on the cores that serve. It reads the runtime's time,
+///   so paused test time drives it too.
 /// - [`Clock::tokio`]: reads [`tokio::time::Instant`], so paused test time
 ///   (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`) drives it exactly.
 /// - [`Clock::manual`]: moves only when told to; for pure unit tests.
@@ -45,7 +50,8 @@ pub struct Clock {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Coarse(&'static AtomicU64),
+    /// Read with one atomic load; ticked by a thread or by a runtime task.
+    Coarse(Arc<AtomicU64>),
     Tokio(tokio::time::Instant),
     Manual(Arc<AtomicU64>),
 }
@@ -53,16 +59,17 @@ enum Kind {
 /// Tick of the coarse clock.
 const COARSE_TICK: Duration = Duration::from_millis(1);
 
-fn coarse_cell() -> &'static AtomicU64 {
-    static CELL: OnceLock<&'static AtomicU64> = OnceLock::new();
+fn coarse_cell() -> &'static Arc<AtomicU64> {
+    static CELL: OnceLock<Arc<AtomicU64>> = OnceLock::new();
     CELL.get_or_init(|| {
-        let cell: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let cell = Arc::new(AtomicU64::new(0));
+        let ticked = Arc::clone(&cell);
         let origin = Instant::now();
         std::thread::Builder::new()
             .name("paragon-coarse-clock".into())
             .spawn(move || loop {
                 std::thread::sleep(COARSE_TICK);
-                cell.store(duration_nanos(origin.elapsed()), Ordering::Relaxed);
+                ticked.store(duration_nanos(origin.elapsed()), Ordering::Relaxed);
             })
             .map(|_| ())
             .unwrap_or_else(|e| {
@@ -77,7 +84,31 @@ impl Clock {
     /// The shared millisecond-tick clock (cheapest to read).
     pub fn coarse() -> Clock {
         Clock {
-            kind: Kind::Coarse(coarse_cell()),
+            kind: Kind::Coarse(Arc::clone(coarse_cell())),
+        }
+    }
+
+    /// A millisecond clock ticked by a task on `runtime` (see the type's docs). Reading
+    /// it costs what reading [`Clock::coarse`] costs.
+    ///
+    /// The tick task ends once every clone of the clock is dropped. The clock stands
+    /// still once `runtime` shuts down, so use it where the clock lives with its runtime,
+    /// as in a server's `main`; [`Clock::coarse`] works anywhere.
+    pub fn coarse_on(runtime: &tokio::runtime::Handle) -> Clock {
+        let cell = Arc::new(AtomicU64::new(0));
+        let ticked = Arc::downgrade(&cell);
+        let _detached = runtime.spawn(async move {
+            let origin = tokio::time::Instant::now();
+            let mut every = tokio::time::interval(COARSE_TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(cell) = ticked.upgrade() else { return };
+                cell.store(duration_nanos(origin.elapsed()), Ordering::Relaxed);
+            }
+        });
+        Clock {
+            kind: Kind::Coarse(cell),
         }
     }
 
@@ -155,6 +186,35 @@ mod tests {
             std::thread::yield_now();
         }
         assert!(c.now() > t0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_runtime_ticked_clock_is_exact_to_the_tick_and_stops_with_its_last_clone() {
+        let runtime = tokio::runtime::Handle::current();
+        let c = Clock::coarse_on(&runtime);
+        assert_eq!(runtime.metrics().num_alive_tasks(), 1, "one tick task");
+        let t0 = c.now();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // The tick due at the same instant as this wake-up may run just after it.
+        let waited = c.now().since(t0);
+        assert!(
+            waited == Duration::from_millis(10) || waited == Duration::from_millis(9),
+            "{waited:?}"
+        );
+        let clone = c.clone();
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            runtime.metrics().num_alive_tasks(),
+            1,
+            "a clone still reads it"
+        );
+        assert!(clone.now().since(t0) >= Duration::from_millis(14));
+        drop(clone);
+        // The next tick finds no clock left and ends the task.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(runtime.metrics().num_alive_tasks(), 0);
     }
 
     #[test]

@@ -65,7 +65,9 @@ async fn edge_over(
     .await?;
     let mut config = Config::from_toml(toml)?;
     config.upstream.base_url = Some(sim.base_url());
-    let edge = paragon_edge::server::build(config, Clock::coarse()).await?;
+    // The clock paragon-edge serves with: ticked by this runtime.
+    let clock = Clock::coarse_on(&tokio::runtime::Handle::current());
+    let edge = paragon_edge::server::build(config, clock).await?;
     Ok((edge, sim))
 }
 
