@@ -77,13 +77,17 @@ impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
 }
 
 /// The cache service; see the [module docs](super).
+///
+/// The inner service sits behind an `Arc`: cloning the cache, as a tower caller does for
+/// each request, costs two reference counts however deep the stack below it is; only a
+/// fill clones the inner service.
 pub struct Cache<S, Req: CacheKey, R, E> {
-    inner: S,
+    inner: Arc<S>,
     shared: Arc<Shared<Req::Key, R, E>>,
     _req: PhantomData<fn(Req)>,
 }
 
-impl<S: Clone, Req: CacheKey, R, E> Clone for Cache<S, Req, R, E> {
+impl<S, Req: CacheKey, R, E> Clone for Cache<S, Req, R, E> {
     fn clone(&self) -> Self {
         Cache {
             inner: self.inner.clone(),
@@ -96,7 +100,7 @@ impl<S: Clone, Req: CacheKey, R, E> Clone for Cache<S, Req, R, E> {
 impl<S, Req: CacheKey, R, E> Cache<S, Req, R, E> {
     pub(crate) fn new(inner: S, shared: Arc<Shared<Req::Key, R, E>>) -> Self {
         Cache {
-            inner,
+            inner: Arc::new(inner),
             shared,
             _req: PhantomData,
         }
@@ -115,7 +119,7 @@ fn answer<R: CacheStatusSink, E>(stored: Stored<R, E>, status: CacheStatus) -> R
 
 impl<S, Req, R, E> Service<Req> for Cache<S, Req, R, E>
 where
-    S: Service<Req, Response = R, Error = E> + Clone + Send + 'static,
+    S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
     S::Future: Send,
     Req: CacheKey + Send + 'static,
     R: CacheStatusSink + Clone + Send + Sync + 'static,
@@ -169,7 +173,7 @@ where
             hash,
             tx: Some(flight.clone()),
         };
-        let mut run = Box::pin(fill.run(self.inner.clone(), req));
+        let mut run = Box::pin(fill.run(S::clone(&self.inner), req));
         // The fill starts now, inline: an inner service that answers at once (a shared
         // tier hit, an in-memory upstream) costs no task and no wake-up. Polling with a
         // no-op waker is sound because a fill that is not done moves to its own task,
