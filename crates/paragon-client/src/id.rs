@@ -1,6 +1,5 @@
 use std::fmt;
-
-use smol_str::SmolStr;
+use std::sync::Arc;
 
 /// Longest id accepted, in characters.
 pub const MAX_ID_LEN: usize = 128;
@@ -8,9 +7,7 @@ pub const MAX_ID_LEN: usize = 128;
 /// A validated ParagoN user id: 1–128 characters of `A–Z a–z 0–9 - _ . ~`, not `.` or `..`.
 ///
 /// Every character is unreserved in a URL path, so an id is always exactly one path
-/// segment: no id can reach another upstream path. Cloning is cheap: an id of up to 23
-/// characters is held inline (no allocation, and a cache comparing two ids reads no
-/// other memory), a longer one is a shared string.
+/// segment: no id can reach another upstream path. Cloning is cheap (shared string).
 ///
 /// ```
 /// use paragon_client::UserId;
@@ -18,7 +15,7 @@ pub const MAX_ID_LEN: usize = 128;
 /// assert!(UserId::parse("../admin").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(SmolStr);
+pub struct UserId(Arc<str>);
 
 /// Why a string is not a valid [`UserId`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +52,7 @@ impl UserId {
     /// Validates `s` as an id.
     pub fn parse(s: &str) -> Result<UserId, InvalidUserId> {
         validate(s)?;
-        Ok(UserId(SmolStr::new(s)))
+        Ok(UserId(Arc::from(s)))
     }
 
     /// The id as text.
@@ -106,7 +103,7 @@ impl fmt::Display for UserId {
 
 impl fmt::Debug for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({:?})", self.0.as_str())
+        write!(f, "UserId({:?})", &*self.0)
     }
 }
 
