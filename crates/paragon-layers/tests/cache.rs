@@ -421,3 +421,16 @@ async fn every_service_made_by_one_layer_shares_one_table() {
     assert_eq!(get(&mut b, 1).await.unwrap().status, CacheStatus::Hit);
     assert_eq!(up.calls(), 1);
 }
+
+#[tokio::test]
+async fn a_type_erased_inner_service_serves_through_the_cache() {
+    // The cache holds its inner service behind an Arc, so an erased inner service is the
+    // Sync kind: BoxCloneSyncService.
+    let up = Scripted::new();
+    let inner = tower::util::BoxCloneSyncService::new(up.clone());
+    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), inner);
+    let mut clone = svc.clone();
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
+    assert_eq!(get(&mut clone, 1).await, doc("doc 1 v1", CacheStatus::Hit));
+    assert_eq!(up.calls(), 1);
+}

@@ -80,7 +80,9 @@ impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
 ///
 /// The inner service sits behind an `Arc`: cloning the cache, as a tower caller does for
 /// each request, costs two reference counts however deep the stack below it is; only a
-/// fill clones the inner service.
+/// fill clones the inner service. So the inner service must be `Sync` as well as `Clone`
+/// and `Send`; to erase its type, use tower's `BoxCloneSyncService` rather than
+/// `BoxCloneService`.
 pub struct Cache<S, Req: CacheKey, R, E> {
     inner: Arc<S>,
     shared: Arc<Shared<Req::Key, R, E>>,
