@@ -278,8 +278,8 @@ where
         let now = shared.clock.now();
         let (hash, key) = (self.hash, &self.key);
         let mut shard = shared.table.write(hash);
-        // A slot is made only for an entry to keep: a failed fill neither adds one nor
-        // evicts another entry to make room.
+        // Only an entry to keep is stored: a failed fill neither adds one nor evicts
+        // another entry to make room.
         let (result, tier_stale) = match filled {
             Filled::Shared { value, fresh_for } => {
                 let fresh_until = now.after(fresh_for);
@@ -296,7 +296,7 @@ where
                     fresh_until,
                     stale_until: fresh_until.after(stale),
                 };
-                shard.get_or_insert(hash, key, now).entry = Some(Entry { value, life });
+                shard.put(hash, key, Entry { value, life }, now);
                 return outcome;
             }
             Filled::Upstream { result, tier_stale } => (result, tier_stale),
@@ -304,18 +304,17 @@ where
         match result {
             Ok(r) => {
                 let life = Lifetime::new(now, config.ttl, config.stale_if_error);
-                shard.get_or_insert(hash, key, now).entry = Some(Entry {
-                    value: Stored::Value(r.clone()),
-                    life,
-                });
+                let value = Stored::Value(r.clone());
+                shard.put(hash, key, Entry { value, life }, now);
                 Ok((r, CacheStatus::Miss))
             }
             Err(e) if e.is_negative() => {
                 if config.negative_ttl > Duration::ZERO {
-                    shard.get_or_insert(hash, key, now).entry = Some(Entry {
+                    let entry = Entry {
                         value: Stored::Negative(e.clone()),
                         life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
-                    });
+                    };
+                    shard.put(hash, key, entry, now);
                 } else {
                     // "Does not exist" ends stale serving of whatever was cached.
                     shard.remove_entry(hash, key);
@@ -323,10 +322,7 @@ where
                 Err(e)
             }
             Err(e) => {
-                let held = shard
-                    .get_mut(hash, key)
-                    .and_then(|slot| slot.entry.as_ref());
-                let (usable, dead) = match held {
+                let (usable, dead) = match shard.get(hash, key) {
                     Some(Entry {
                         value: Stored::Value(r),
                         life,

@@ -40,9 +40,9 @@ pub(crate) struct Entry<V> {
 
 /// The cached entry of a key.
 pub(crate) struct Slot<K, V> {
-    pub(crate) key: K,
+    key: K,
     hash: u64,
-    pub(crate) entry: Option<Entry<V>>,
+    entry: Entry<V>,
     referenced: AtomicBool,
 }
 
@@ -169,7 +169,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         let slot = guard
             .table
             .find(hash, |s| s.hash == hash && s.key == *key)?;
-        let entry = slot.entry.as_ref()?;
+        let entry = &slot.entry;
         if entry.life.at(now) != Freshness::Fresh {
             return None;
         }
@@ -197,16 +197,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
 
     /// Entries held now.
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.read()
-                    .table
-                    .iter()
-                    .filter(|slot| slot.entry.is_some())
-                    .count()
-            })
-            .sum()
+        self.shards.iter().map(|s| s.read().table.len()).sum()
     }
 
     /// Hits served since start.
@@ -259,19 +250,21 @@ impl<K: Hash + Eq, F> Flights<'_, K, F> {
 }
 
 impl<K: Hash + Eq + Clone, V> ShardWrite<'_, K, V> {
-    /// The slot of `key`, if any.
-    pub(crate) fn get_mut(&mut self, hash: u64, key: &K) -> Option<&mut Slot<K, V>> {
+    /// The entry of `key`, if any.
+    pub(crate) fn get(&self, hash: u64, key: &K) -> Option<&Entry<V>> {
         self.guard
             .table
-            .find_mut(hash, |s| s.hash == hash && s.key == *key)
+            .find(hash, |s| s.hash == hash && s.key == *key)
+            .map(|s| &s.entry)
     }
 
-    /// The slot of `key`, created (evicting if the shard is full) when missing.
-    pub(crate) fn get_or_insert(&mut self, hash: u64, key: &K, now: Timestamp) -> &mut Slot<K, V> {
+    /// Stores `entry` for `key`, replacing its entry or, when it has none, evicting
+    /// another first if the shard is full.
+    pub(crate) fn put(&mut self, hash: u64, key: &K, entry: Entry<V>, now: Timestamp) {
         let per_shard = self.per_shard;
         let ShardInner { table, order } = &mut *self.guard;
         match table.find_entry(hash, |s| s.hash == hash && s.key == *key) {
-            Ok(present) => present.into_mut(),
+            Ok(mut present) => present.get_mut().entry = entry,
             Err(absent) => {
                 let table = absent.into_table();
                 if table.len() >= per_shard {
@@ -282,35 +275,27 @@ impl<K: Hash + Eq + Clone, V> ShardWrite<'_, K, V> {
                 let slot = Slot {
                     key: key.clone(),
                     hash,
-                    entry: None,
+                    entry,
                     referenced: AtomicBool::new(false),
                 };
-                table.insert_unique(hash, slot, |s| s.hash).into_mut()
-            }
-        }
-    }
-
-    /// Removes the slot of `key` when it holds no entry.
-    pub(crate) fn remove_if_empty(&mut self, hash: u64, key: &K) {
-        if let Ok(occupied) = self
-            .guard
-            .table
-            .find_entry(hash, |s| s.hash == hash && s.key == *key)
-        {
-            if occupied.get().entry.is_none() {
-                occupied.remove();
+                table.insert_unique(hash, slot, |s| s.hash);
             }
         }
     }
 
     /// Drops the entry of `key`; true if there was one.
     pub(crate) fn remove_entry(&mut self, hash: u64, key: &K) -> bool {
-        let had = match self.get_mut(hash, key) {
-            Some(slot) => slot.entry.take().is_some(),
-            None => false,
-        };
-        self.remove_if_empty(hash, key);
-        had
+        match self
+            .guard
+            .table
+            .find_entry(hash, |s| s.hash == hash && s.key == *key)
+        {
+            Ok(occupied) => {
+                occupied.remove();
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -331,10 +316,7 @@ fn evict_one<K, V>(table: &mut HashTable<Slot<K, V>>, order: &mut VecDeque<u64>,
             continue; // removed earlier; its place in the order was stale
         };
         let slot = occupied.get();
-        let dead = slot
-            .entry
-            .as_ref()
-            .is_none_or(|e| e.life.at(now) == Freshness::Dead);
+        let dead = slot.entry.life.at(now) == Freshness::Dead;
         if !dead && slot.referenced.swap(false, Ordering::Relaxed) {
             order.push_back(hash);
         } else {
@@ -368,7 +350,7 @@ mod tests {
     fn put(t: &Table<u32, u32, ()>, k: u32, now: Timestamp) {
         let h = t.hash(&k);
         let mut w = t.write(h);
-        w.get_or_insert(h, &k, now).entry = Some(entry(k, now));
+        w.put(h, &k, entry(k, now), now);
     }
 
     #[test]
