@@ -2,7 +2,7 @@ use tower::{Service, ServiceExt};
 
 use paragon_layers::cache::CacheStatus;
 
-use crate::{Error, ParagonRequest, ParagonResponse, Resource, User, UserId};
+use crate::{Error, ParagonRequest, ParagonResponse, User, UserId};
 
 /// The typed façade business code calls. It works over any service that speaks
 /// [`ParagonRequest`] — the bare [`HttpTransport`](crate::HttpTransport), a stack of
@@ -43,17 +43,9 @@ where
 
     /// `GET /users/{id}`, with the cache status of the answer.
     pub async fn fetch_user_with_status(&self, id: &UserId) -> Result<Fetched<User>, Error> {
-        let response = self.call(ParagonRequest::GetUser(id.clone())).await?;
-        match response.resource {
-            Resource::User(user) => Ok(Fetched {
-                value: user,
-                cache: response.cache,
-            }),
-            #[allow(unreachable_patterns)]
-            _ => Err(Error::Internal(
-                "the stack answered a user request with another resource".into(),
-            )),
-        }
+        self.call(ParagonRequest::GetUser(id.clone()))
+            .await
+            .and_then(ParagonResponse::into_user)
     }
 
     /// The service underneath.

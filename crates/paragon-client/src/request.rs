@@ -2,7 +2,7 @@ use std::borrow::Cow;
 
 use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink};
 
-use crate::{User, UserId};
+use crate::{Error, Fetched, User, UserId};
 
 /// A request to ParagoN. New endpoints are new variants; no layer needs to change.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +53,21 @@ impl ParagonResponse {
         ParagonResponse {
             resource,
             cache: CacheStatus::Miss,
+        }
+    }
+
+    /// The user of an answer to [`ParagonRequest::GetUser`], with its cache status; an
+    /// [`Error::Internal`] when the stack answered with another resource.
+    pub fn into_user(self) -> Result<Fetched<User>, Error> {
+        match self.resource {
+            Resource::User(user) => Ok(Fetched {
+                value: user,
+                cache: self.cache,
+            }),
+            #[allow(unreachable_patterns)]
+            _ => Err(Error::Internal(
+                "the stack answered a user request with another resource".into(),
+            )),
         }
     }
 }
