@@ -1,6 +1,14 @@
-//! The in-memory cache table: a fixed number of shards, each a hash table behind its own
-//! read-write lock, bounded with CLOCK (second-chance) eviction, plus a registry of the
-//! fills in progress.
+//! The in-memory cache table: a fixed number of shards, each behind its own read-write
+//! lock, bounded with CLOCK (second-chance) eviction, plus a registry of the fills in
+//! progress.
+//!
+//! A shard keeps its entries in a ring of slots, at most its share of `max_entries`, and
+//! finds them through a small hash index of slot numbers. When the ring is full, the
+//! CLOCK hand sweeps it: a slot used since the hand last passed gets a second chance,
+//! the first other one is evicted, and the new entry takes its place. So a miss that
+//! evicts reads and writes the same slot, the index stays a few bytes per entry (a miss
+//! on a large cache touches little memory besides the slot), and no queue of keys is
+//! kept beside the table.
 //!
 //! A hit writes no memory that another core writes too: each shard's lock is a
 //! [`ShardedLock`], whose readers take only the sub-lock of their own thread; hits are
@@ -13,7 +21,6 @@
 //! Lock order: a shard's flight registry may be held while its table is read, never the
 //! other way round, and never while its table is written.
 
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -95,10 +102,67 @@ fn stripe() -> usize {
 }
 
 struct ShardInner<K, V> {
-    table: HashTable<Slot<K, V>>,
-    /// Hashes of the keys in insertion order for the CLOCK hand; may hold some of keys
-    /// already removed.
-    order: VecDeque<u64>,
+    /// The number of the slot of each key, hashed by the key.
+    index: HashTable<u32>,
+    /// The ring the CLOCK hand sweeps; `None` is a slot freed by a removal.
+    slots: Vec<Option<Slot<K, V>>>,
+    /// Slots freed by removals, filled before the ring grows or the hand evicts.
+    free: Vec<u32>,
+    /// The next slot the hand looks at.
+    hand: usize,
+}
+
+impl<K: Eq, V> ShardInner<K, V> {
+    fn new() -> Self {
+        ShardInner {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            hand: 0,
+        }
+    }
+
+    /// The slot number of `key`, if it has an entry.
+    #[inline]
+    fn position(&self, hash: u64, key: &K) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.hash == hash && s.key == *key)
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// The slot of `key`, if it has an entry.
+    #[inline]
+    fn slot(&self, hash: u64, key: &K) -> Option<&Slot<K, V>> {
+        let slots = &self.slots;
+        let mut found = None;
+        self.index.find(hash, |&i| match slots.get(i as usize) {
+            Some(Some(s)) if s.hash == hash && s.key == *key => {
+                found = Some(s);
+                true
+            }
+            _ => false,
+        })?;
+        found
+    }
+
+    /// Takes the slot number `i` out of the index.
+    fn unindex(&mut self, hash: u64, i: usize) {
+        if let Ok(found) = self.index.find_entry(hash, |&j| j as usize == i) {
+            found.remove();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.hand = 0;
+    }
 }
 
 /// A bounded, sharded table of entries, with its fills in progress.
@@ -129,13 +193,11 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         while shards * 2 <= MAX_SHARDS && max_entries / (shards * 2) >= MIN_PER_SHARD {
             shards *= 2;
         }
-        let per_shard = max_entries / shards;
+        // Slot numbers are `u32`: a shard holds at most 4,294,967,295 entries.
+        let per_shard = (max_entries / shards).min(u32::MAX as usize);
         let shards = (0..shards)
             .map(|_| Shard {
-                inner: ShardedLock::new(ShardInner {
-                    table: HashTable::new(),
-                    order: VecDeque::new(),
-                }),
+                inner: ShardedLock::new(ShardInner::new()),
                 flights: Mutex::new(HashTable::new()),
             })
             .collect::<Vec<_>>()
@@ -166,9 +228,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
     #[inline]
     pub(crate) fn get_fresh(&self, hash: u64, key: &K, now: Timestamp) -> Option<V> {
         let guard = self.shard(hash).read();
-        let slot = guard
-            .table
-            .find(hash, |s| s.hash == hash && s.key == *key)?;
+        let slot = guard.slot(hash, key)?;
         let entry = &slot.entry;
         if entry.life.at(now) != Freshness::Fresh {
             return None;
@@ -197,7 +257,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
 
     /// Entries held now.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().table.len()).sum()
+        self.shards.iter().map(|s| s.read().index.len()).sum()
     }
 
     /// Hits served since start.
@@ -208,9 +268,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
     /// Drops every entry; fills in progress keep running and store their result.
     pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {
-            let mut g = shard.write();
-            g.table.clear();
-            g.order.clear();
+            shard.write().clear();
         }
     }
 
@@ -252,92 +310,84 @@ impl<K: Hash + Eq, F> Flights<'_, K, F> {
 impl<K: Hash + Eq + Clone, V> ShardWrite<'_, K, V> {
     /// The entry of `key`, if any.
     pub(crate) fn get(&self, hash: u64, key: &K) -> Option<&Entry<V>> {
-        self.guard
-            .table
-            .find(hash, |s| s.hash == hash && s.key == *key)
-            .map(|s| &s.entry)
+        self.guard.slot(hash, key).map(|s| &s.entry)
     }
 
     /// Stores `entry` for `key`, replacing its entry or, when it has none, evicting
     /// another first if the shard is full.
     pub(crate) fn put(&mut self, hash: u64, key: &K, entry: Entry<V>, now: Timestamp) {
         let per_shard = self.per_shard;
-        let ShardInner { table, order } = &mut *self.guard;
-        match table.find_entry(hash, |s| s.hash == hash && s.key == *key) {
-            Ok(mut present) => present.get_mut().entry = entry,
-            Err(absent) => {
-                let table = absent.into_table();
-                if table.len() >= per_shard {
-                    evict_one(table, order, now);
-                }
-                compact_order(table, order);
-                order.push_back(hash);
-                let slot = Slot {
-                    key: key.clone(),
-                    hash,
-                    entry,
-                    referenced: AtomicBool::new(false),
-                };
-                table.insert_unique(hash, slot, |s| s.hash);
+        let shard = &mut *self.guard;
+        if let Some(i) = shard.position(hash, key) {
+            if let Some(slot) = &mut shard.slots[i] {
+                slot.entry = entry;
             }
+            return;
         }
+        let i = if let Some(i) = shard.free.pop() {
+            i as usize
+        } else if shard.slots.len() < per_shard {
+            shard.slots.push(None);
+            shard.slots.len() - 1
+        } else {
+            evict_one(shard, now)
+        };
+        // Drops the evicted entry, if any, in the same stroke.
+        shard.slots[i] = Some(Slot {
+            key: key.clone(),
+            hash,
+            entry,
+            referenced: AtomicBool::new(false),
+        });
+        let slots = &shard.slots;
+        // `i` fits: the ring never holds more than `per_shard` ≤ `u32::MAX` slots.
+        shard.index.insert_unique(hash, i as u32, |&j| {
+            slots[j as usize].as_ref().map_or(0, |s| s.hash)
+        });
     }
 
     /// Drops the entry of `key`; true if there was one.
     pub(crate) fn remove_entry(&mut self, hash: u64, key: &K) -> bool {
-        match self
-            .guard
-            .table
-            .find_entry(hash, |s| s.hash == hash && s.key == *key)
-        {
-            Ok(occupied) => {
-                occupied.remove();
-                true
-            }
-            Err(_) => false,
-        }
+        let shard = &mut *self.guard;
+        let Some(i) = shard.position(hash, key) else {
+            return false;
+        };
+        shard.unindex(hash, i);
+        shard.slots[i] = None;
+        shard.free.push(i as u32);
+        true
     }
 }
 
-/// CLOCK: advance the hand over the insertion order, giving referenced live entries a
-/// second chance and dropping the first other one.
+/// CLOCK: advances the hand over the full ring, giving live entries used since its last
+/// pass a second chance, and takes the first other entry out of the index. Returns that
+/// slot's number; the caller stores the new entry there.
 ///
-/// The order holds hashes only: the hand then never reads the keys it passes (a memory
-/// miss each), and a (vanishingly rare) full 64-bit collision only means the hand visits
-/// one of the two colliding slots in the other's place.
-fn evict_one<K, V>(table: &mut HashTable<Slot<K, V>>, order: &mut VecDeque<u64>, now: Timestamp) {
-    let mut budget = order.len() * 2 + 1;
-    while budget > 0 {
-        budget -= 1;
-        let Some(hash) = order.pop_front() else {
-            return;
+/// A whole sweep clears every mark it passes, so after one the hand evicts where it began.
+fn evict_one<K: Eq, V>(shard: &mut ShardInner<K, V>, now: Timestamp) -> usize {
+    let len = shard.slots.len();
+    let mut i = shard.hand;
+    for _ in 0..len {
+        let Some(slot) = &mut shard.slots[i] else {
+            break; // a freed slot (the caller fills those first)
         };
-        let Ok(occupied) = table.find_entry(hash, |s| s.hash == hash) else {
-            continue; // removed earlier; its place in the order was stale
-        };
-        let slot = occupied.get();
         let dead = slot.entry.life.at(now) == Freshness::Dead;
-        if !dead && slot.referenced.swap(false, Ordering::Relaxed) {
-            order.push_back(hash);
-        } else {
-            occupied.remove();
-            return;
+        if dead || !std::mem::replace(slot.referenced.get_mut(), false) {
+            break;
         }
+        i = if i + 1 == len { 0 } else { i + 1 };
     }
-}
-
-/// Keeps the order queue from growing without bound after many removals. A key that was
-/// removed and inserted again may stand in it twice until then; that only gives it one
-/// more visit of the hand.
-fn compact_order<K, V>(table: &HashTable<Slot<K, V>>, order: &mut VecDeque<u64>) {
-    if order.len() > table.len() * 2 + 16 {
-        order.retain(|h| table.find(*h, |s| s.hash == *h).is_some());
+    shard.hand = if i + 1 == len { 0 } else { i + 1 };
+    if let Some(hash) = shard.slots[i].as_ref().map(|s| s.hash) {
+        shard.unindex(hash, i);
     }
+    i
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::Duration;
 
     fn entry(v: u32, now: Timestamp) -> Entry<u32> {
@@ -392,6 +442,103 @@ mod tests {
         t.clear();
         assert_eq!(t.len(), 0);
         assert_eq!(t.hits(), 1);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put(u32, u32),
+        Remove(u32),
+        Hit(u32),
+        Clear,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..24u32, any::<u32>()).prop_map(|(k, v)| Op::Put(k, v)),
+            2 => (0..24u32).prop_map(Op::Remove),
+            3 => (0..24u32).prop_map(Op::Hit),
+            1 => Just(Op::Clear),
+        ]
+    }
+
+    proptest! {
+        /// Against a model of what may be cached: the table never answers a value that
+        /// was not the last one stored for its key, never answers a removed key, always
+        /// answers the key it just stored, never holds more than `max` entries, and its
+        /// count matches the keys it answers (the index and the slots agree).
+        #[test]
+        fn answers_only_what_was_stored_last(max in 1usize..10, ops in prop::collection::vec(op(), 1..300)) {
+            let t: Table<u32, u32, ()> = Table::new(max);
+            let mut model = std::collections::HashMap::new();
+            let now = Timestamp(1);
+            let get = |k: u32| t.get_fresh(t.hash(&k), &k, now);
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        let h = t.hash(&k);
+                        t.write(h).put(h, &k, entry(v, Timestamp(0)), now);
+                        model.insert(k, v);
+                        prop_assert_eq!(get(k), Some(v));
+                    }
+                    Op::Remove(k) => {
+                        let was = get(k).is_some();
+                        prop_assert_eq!(t.remove(&k), was);
+                        model.remove(&k);
+                        prop_assert_eq!(get(k), None);
+                    }
+                    Op::Hit(k) => {
+                        let _ = get(k);
+                    }
+                    Op::Clear => {
+                        t.clear();
+                        model.clear();
+                    }
+                }
+                let mut present = 0;
+                for k in 0..24u32 {
+                    match get(k) {
+                        Some(v) => {
+                            prop_assert_eq!(model.get(&k), Some(&v), "key {}", k);
+                            present += 1;
+                        }
+                        // Evicted: it may come back only through a new put.
+                        None => {
+                            model.remove(&k);
+                        }
+                    }
+                }
+                prop_assert!(t.len() <= max);
+                prop_assert_eq!(t.len(), present);
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_entry_goes_before_used_ones() {
+        let t: Table<u32, u32, ()> = Table::new(3);
+        let short = |v| Entry {
+            value: v,
+            life: Lifetime::new(Timestamp(0), Duration::from_secs(1), Duration::ZERO),
+        };
+        for k in [1, 2] {
+            let h = t.hash(&k);
+            t.write(h).put(h, &k, entry(k, Timestamp(0)), Timestamp(0));
+        }
+        let h = t.hash(&3);
+        t.write(h).put(h, &3, short(3), Timestamp(0));
+        // All three were used since the hand last passed; 3 has died since, so it goes
+        // first, not 1 after a sweep.
+        for k in [1, 2, 3] {
+            assert_eq!(t.get_fresh(t.hash(&k), &k, Timestamp(0)), Some(k));
+        }
+        let later = Timestamp(2_000_000_000);
+        let h = t.hash(&4);
+        t.write(h).put(h, &4, entry(4, later), later);
+        let at = |k: u32| t.get_fresh(t.hash(&k), &k, later);
+        assert_eq!(
+            (at(1), at(2), at(3), at(4)),
+            (Some(1), Some(2), None, Some(4))
+        );
     }
 
     #[test]
