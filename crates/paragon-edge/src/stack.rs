@@ -82,6 +82,13 @@ impl RateStore for EdgeStore {
             EdgeStore::Redis(r) => r.state(gcra).await,
         }
     }
+
+    fn try_acquire_now(&self, gcra: &Gcra, max_wait: Duration) -> Option<Acquire> {
+        match self {
+            EdgeStore::Memory(m) => m.try_acquire_now(gcra, max_wait),
+            EdgeStore::Redis(r) => r.try_acquire_now(gcra, max_wait),
+        }
+    }
 }
 
 /// How long a fleet-wide cache fill claim is held: the upstream timeout and a margin.

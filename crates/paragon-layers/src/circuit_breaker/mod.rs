@@ -27,7 +27,7 @@ pub mod state_machine;
 
 pub use error::CircuitOpen;
 pub use layer::{BreakerConfig, CircuitBreakerLayer};
-pub use service::{BreakerHandle, BreakerStats, CircuitBreaker};
+pub use service::{BreakerFuture, BreakerHandle, BreakerStats, CircuitBreaker};
 pub use state_machine::{BreakerState, Transition};
 
 /// What one outcome means for the breaker.

@@ -22,7 +22,7 @@ mod store;
 
 pub use error::{RateLimitCause, RateLimited};
 pub use layer::{RateLimitConfig, RateLimitLayer};
-pub use service::{RateLimit, RateLimitHandle, RateLimitStats};
+pub use service::{RateLimit, RateLimitFuture, RateLimitHandle, RateLimitStats};
 pub use store::{Acquire, BudgetState, MemoryStore, RateStore};
 
 use std::time::Duration;

@@ -1,9 +1,12 @@
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::gcra::Gcra;
@@ -39,14 +42,19 @@ impl<St> Shared<St> {
 }
 
 impl<St: RateStore> Shared<St> {
-    /// Waits for a slot or says why there is none.
-    async fn admit(&self) -> Result<(), RateLimited> {
+    /// Waits for a slot or says why there is none; `first` is the store's answer when
+    /// it was already asked at once.
+    async fn admit(&self, mut first: Option<Acquire>) -> Result<(), RateLimited> {
         let max_wait = self.config.max_wait;
         let mut waited = Duration::ZERO;
         // A few rounds at most: a pause short enough to wait out, then the budget.
         for _ in 0..3 {
             let left = max_wait.saturating_sub(waited);
-            match self.store.acquire(&self.gcra, left).await {
+            let step = match first.take() {
+                Some(step) => step,
+                None => self.store.acquire(&self.gcra, left).await,
+            };
+            match step {
                 Acquire::Admit { wait } if wait.is_zero() => return self.admit_now(),
                 Acquire::Admit { wait } => {
                     self.wait(wait).await;
@@ -93,6 +101,12 @@ impl<St: RateStore> Shared<St> {
         }
     }
 
+    /// The upstream answered 429: count it and pause every call for `retry_after`.
+    async fn upstream_throttled(&self, retry_after: Duration) {
+        self.upstream_429.fetch_add(1, Ordering::Relaxed);
+        self.store.pause_for(retry_after).await;
+    }
+
     /// Waits on purpose; a breaker above does not count this time against the upstream.
     async fn wait(&self, d: Duration) {
         crate::excluded_time::record(d);
@@ -132,28 +146,97 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+    type Future = RateLimitFuture<S::Future, St, Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        // The ready inner service goes with this call; a fresh clone stays for the next.
+        let first = self
+            .shared
+            .store
+            .try_acquire_now(&self.shared.gcra, self.shared.config.max_wait);
+        if let Some(Acquire::Admit { wait }) = first {
+            if wait.is_zero() {
+                // Admitted at once: the inner service is called now, as it stands ready.
+                self.shared.admitted.fetch_add(1, Ordering::Relaxed);
+                return RateLimitFuture {
+                    state: State::Admitted {
+                        fut: self.inner.call(req),
+                        shared: self.shared.clone(),
+                    },
+                };
+            }
+        }
+        // The call may wait, or the store must be asked over I/O: the ready inner service
+        // goes with this call; a fresh clone stays for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        Box::pin(async move {
-            shared.admit().await.map_err(S::Error::from)?;
+        let fut = Box::pin(async move {
+            shared.admit(first).await.map_err(S::Error::from)?;
             let result = inner.call(req).await;
-            if let Err(e) = &result {
-                if let Some(retry_after) = e.upstream_retry_after() {
-                    shared.upstream_429.fetch_add(1, Ordering::Relaxed);
-                    shared.store.pause_for(retry_after).await;
-                }
+            if let Some(retry_after) = result.as_ref().err().and_then(|e| e.upstream_retry_after())
+            {
+                shared.upstream_throttled(retry_after).await;
             }
             result
-        })
+        });
+        RateLimitFuture {
+            state: State::Waiting { fut },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of a [`RateLimit`] call.
+    pub struct RateLimitFuture<F, St, T> {
+        #[pin]
+        state: State<F, St, T>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, St, T> {
+        /// Admitted at once; the inner call runs.
+        Admitted { #[pin] fut: F, shared: Arc<Shared<St>> },
+        /// Waiting for a slot or for the store, or reporting an upstream 429.
+        Waiting { fut: BoxFuture<'static, T> },
+    }
+}
+
+impl<F, St, R, E> Future for RateLimitFuture<F, St, Result<R, E>>
+where
+    F: Future<Output = Result<R, E>>,
+    St: RateStore,
+    R: Send + 'static,
+    E: UpstreamThrottle + Send + 'static,
+{
+    type Output = Result<R, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.as_mut().project().state;
+        let result = match state.as_mut().project() {
+            StateProj::Waiting { fut } => return fut.as_mut().poll(cx),
+            StateProj::Admitted { fut, .. } => ready!(fut.poll(cx)),
+        };
+        let Some(retry_after) = result.as_ref().err().and_then(|e| e.upstream_retry_after()) else {
+            return Poll::Ready(result);
+        };
+        // ParagoN said 429: the pause is recorded before the answer goes up.
+        let StateProj::Admitted { shared, .. } = state.as_mut().project() else {
+            return Poll::Ready(result);
+        };
+        let shared = shared.clone();
+        state.set(State::Waiting {
+            fut: Box::pin(async move {
+                shared.upstream_throttled(retry_after).await;
+                result
+            }),
+        });
+        self.poll(cx)
     }
 }
 
