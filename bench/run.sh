@@ -10,8 +10,8 @@
 #   BENCH_NO_BUILD=1        use the binaries already built
 #
 # Results: bench/results/*.json and bench/results/chart.svg (see BENCHMARKS.md).
-# The criterion benches are separate: cargo bench -p paragon-bench --bench layers
-# followed by python3 bench/criterion_report.py.
+# The criterion benches are separate (see BENCHMARKS.md, "Reproducing"):
+# cargo bench -p paragon-bench --bench layers, then python3 bench/report.py bench/results.
 #
 # Needs 2 CPUs: the server under test is pinned to CPU 0 (taskset), wrk and the
 # simulated upstream to CPU 1. Installs wrk and nginx with apt-get when missing.

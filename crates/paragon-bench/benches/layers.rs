@@ -5,7 +5,7 @@
 //! 1,000 ids pre-filled, `max_entries` 100,000, TTL 300 s, a budget that never binds
 //! (10⁹ calls per second), a breaker that opens after 5 consecutive failures.
 //!
-//! Groups (bench/criterion_report.py turns them into ratios):
+//! Groups (bench/report.py turns them into ratios):
 //! - `hit/*`  — a fresh entry: `limit` (DashMap get + clone), `limit_as_service` (the same
 //!   lookup behind the `Service` protocol every stack pays: request by value, `ready`,
 //!   `call`, `await`), `paragon` (cache → breaker
@@ -16,7 +16,9 @@
 //! - `threads/*` — the hit path from 1 and 2 threads on one shared cache, the DashMap
 //!   limit, and `unshared` (each thread its own map: the machine's ceiling).
 //!
-//! Run: `cargo bench -p paragon-bench --bench layers -- --warm-up-time 1 --measurement-time 3`.
+//! Run: `taskset -c 1 cargo bench -p paragon-bench --bench layers -- --warm-up-time 1
+//! --measurement-time 3 '^(hit|miss|layer)/'`, then the `threads/` group unpinned with
+//! `--measurement-time 8` (BENCHMARKS.md, "Reproducing").
 
 #![allow(missing_docs)] // criterion_group! and criterion_main! generate undocumented items
 
