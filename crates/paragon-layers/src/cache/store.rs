@@ -128,9 +128,7 @@ impl<K: Eq, V> ShardInner<K, V> {
         let slots = &self.slots;
         self.index
             .find(hash, |&i| {
-                slots[i as usize]
-                    .as_ref()
-                    .is_some_and(|s| s.hash == hash && s.key == *key)
+                matches!(slots.get(i as usize), Some(Some(s)) if s.hash == hash && s.key == *key)
             })
             .map(|&i| i as usize)
     }
