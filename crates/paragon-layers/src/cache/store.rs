@@ -122,30 +122,31 @@ impl<K: Eq, V> ShardInner<K, V> {
         }
     }
 
-    /// The slot number of `key`, if it has an entry.
+    /// The slot number of `key` and its slot, if it has an entry.
     #[inline]
-    fn position(&self, hash: u64, key: &K) -> Option<usize> {
-        let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                matches!(slots.get(i as usize), Some(Some(s)) if s.hash == hash && s.key == *key)
-            })
-            .map(|&i| i as usize)
-    }
-
-    /// The slot of `key`, if it has an entry.
-    #[inline]
-    fn slot(&self, hash: u64, key: &K) -> Option<&Slot<K, V>> {
+    fn find(&self, hash: u64, key: &K) -> Option<(usize, &Slot<K, V>)> {
         let slots = &self.slots;
         let mut found = None;
         self.index.find(hash, |&i| match slots.get(i as usize) {
             Some(Some(s)) if s.hash == hash && s.key == *key => {
-                found = Some(s);
+                found = Some((i as usize, s));
                 true
             }
             _ => false,
         })?;
         found
+    }
+
+    /// The slot number of `key`, if it has an entry.
+    #[inline]
+    fn position(&self, hash: u64, key: &K) -> Option<usize> {
+        self.find(hash, key).map(|(i, _)| i)
+    }
+
+    /// The slot of `key`, if it has an entry.
+    #[inline]
+    fn slot(&self, hash: u64, key: &K) -> Option<&Slot<K, V>> {
+        self.find(hash, key).map(|(_, s)| s)
     }
 
     /// Takes the slot number `i` out of the index.

@@ -218,17 +218,14 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.as_mut().project().state;
-        let result = match state.as_mut().project() {
+        let (result, shared) = match state.as_mut().project() {
             StateProj::Waiting { fut } => return fut.as_mut().poll(cx),
-            StateProj::Admitted { fut, .. } => ready!(fut.poll(cx)),
+            StateProj::Admitted { fut, shared } => (ready!(fut.poll(cx)), shared),
         };
         let Some(retry_after) = result.as_ref().err().and_then(|e| e.upstream_retry_after()) else {
             return Poll::Ready(result);
         };
         // ParagoN said 429: the pause is recorded before the answer goes up.
-        let StateProj::Admitted { shared, .. } = state.as_mut().project() else {
-            return Poll::Ready(result);
-        };
         let shared = shared.clone();
         state.set(State::Waiting {
             fut: Box::pin(async move {
