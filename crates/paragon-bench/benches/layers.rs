@@ -137,11 +137,20 @@ fn cold_request() -> ParagonRequest {
     request(&format!("m{}", NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
-async fn call<S: Service<ParagonRequest>>(
-    svc: &mut S,
-    req: ParagonRequest,
-) -> Result<S::Response, S::Error> {
-    svc.ready().await?.call(req).await
+/// One call through the `Service` protocol: `ready().await`, then `call(req).await`.
+///
+/// A macro, so each loop has the calls written out in place. As an `async fn` helper its
+/// poll was a function of its own per stack type, and the compiler inlined it only for
+/// types used by one bench: a stack used by several (ours: hit, miss, threads) paid an
+/// out-of-line poll that moved each answer through memory, about 40 ns per call that no
+/// server loop would pay (BENCHMARKS.md, "The harness").
+macro_rules! call {
+    ($svc:expr, $req:expr) => {
+        match $svc.ready().await {
+            Ok(ready) => ready.call($req).await,
+            Err(e) => Err(e),
+        }
+    };
 }
 
 // ---- our stack ------------------------------------------------------------------------
@@ -311,7 +320,7 @@ where
         let mut i = 0;
         let start = Instant::now();
         for _ in 0..iters {
-            let r = call(&mut svc, reqs[i].clone()).await;
+            let r = call!(svc, reqs[i].clone());
             black_box(r.is_ok());
             i += 1;
             if i == reqs.len() {
@@ -351,7 +360,7 @@ where
         for _ in 0..iters {
             let req = cold_request();
             let start = Instant::now();
-            let r = call(&mut svc, req).await;
+            let r = call!(svc, req);
             total += start.elapsed();
             black_box(r.is_ok());
         }
@@ -363,7 +372,7 @@ fn fill<S: Service<ParagonRequest> + Clone>(rt: &Runtime, svc: &S, reqs: &[Parag
     let mut svc = svc.clone();
     rt.block_on(async {
         for r in reqs {
-            assert!(call(&mut svc, r.clone()).await.is_ok(), "fill failed");
+            assert!(call!(svc, r.clone()).is_ok(), "fill failed");
         }
     });
 }
