@@ -20,6 +20,11 @@ use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry};
 /// How often a fill that waits for another instance's fill looks for its answer.
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
 
+/// What the in-memory table holds for a key: an answer, or a cached "does not exist"
+/// behind an `Arc`, so the value stays as small as `R` whatever the size of `E` (with a
+/// two-word `R`, a slot is one cache line).
+type Held<R, E> = Stored<R, Arc<E>>;
+
 /// The result a fill hands to everyone waiting on it.
 type Outcome<R, E> = Result<(R, CacheStatus), E>;
 /// A fill in progress: every caller of its key waits on it.
@@ -55,7 +60,7 @@ pub(crate) struct TierLink<K, R, E> {
 }
 
 pub(crate) struct Shared<K, R, E> {
-    table: Table<K, Stored<R, E>, Flight<R, E>>,
+    table: Table<K, Held<R, E>, Flight<R, E>>,
     config: CacheConfig,
     tier: Option<TierLink<K, R, E>>,
     clock: Clock,
@@ -109,13 +114,30 @@ impl<S, Req: CacheKey, R, E> Cache<S, Req, R, E> {
     }
 }
 
-fn answer<R: CacheStatusSink, E>(stored: Stored<R, E>, status: CacheStatus) -> Result<R, E> {
-    match stored {
+/// The answer of an entry; inlined, so that a hit's answer is built where its caller
+/// keeps it instead of being copied out of a call.
+#[inline]
+fn answer<R: CacheStatusSink, E: Clone>(held: Held<R, E>, status: CacheStatus) -> Result<R, E> {
+    match held {
         Stored::Value(mut r) => {
             r.set_cache_status(status);
             Ok(r)
         }
-        Stored::Negative(e) => Err(e),
+        Stored::Negative(e) => Err(negative(e)),
+    }
+}
+
+/// The error of a cached "does not exist".
+#[cold]
+fn negative<E: Clone>(e: Arc<E>) -> E {
+    Arc::unwrap_or_clone(e)
+}
+
+/// The entry to hold in the table for `stored`.
+fn hold<R, E>(stored: Stored<R, E>) -> Held<R, E> {
+    match stored {
+        Stored::Value(r) => Stored::Value(r),
+        Stored::Negative(e) => Stored::Negative(Arc::new(e)),
     }
 }
 
@@ -296,6 +318,7 @@ where
                     fresh_until,
                     stale_until: fresh_until.after(stale),
                 };
+                let value = hold(value);
                 shard.put(hash, key, Entry { value, life }, now);
                 return outcome;
             }
@@ -311,7 +334,7 @@ where
             Err(e) if e.is_negative() => {
                 if config.negative_ttl > Duration::ZERO {
                     let entry = Entry {
-                        value: Stored::Negative(e.clone()),
+                        value: Stored::Negative(Arc::new(e.clone())),
                         life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
                     };
                     shard.put(hash, key, entry, now);
