@@ -102,6 +102,13 @@ impl<K, V, F> Shard<K, V, F> {
     }
 }
 
+/// The cores this process may run on, asked once: the answer can cost file reads (cgroup
+/// quotas), and every table made would ask again.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// The stripe of the calling thread.
 #[inline]
 fn stripe() -> usize {
@@ -199,8 +206,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
     /// A table that never holds more than `max_entries` entries.
     pub(crate) fn new(max_entries: usize) -> Self {
         let max_entries = max_entries.max(1);
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let most = (cores * SHARDS_PER_CORE)
+        let most = (cores() * SHARDS_PER_CORE)
             .next_power_of_two()
             .min(MAX_SHARDS);
         let mut shards = 1;
@@ -425,7 +431,7 @@ mod tests {
 
     #[test]
     fn shards_follow_the_cores_and_never_pass_the_bound() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = cores();
         let n = Table::<u32, u32, ()>::new(1_000_000).shards.len();
         assert!(n.is_power_of_two(), "{n} shards");
         // At least one shard per core (up to the bound), so writers rarely meet...
