@@ -32,7 +32,8 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use dashmap::DashMap;
 use paragon_bench::{request, response};
 use paragon_client::{CacheStatus, Error, ParagonRequest, ParagonResponse};
@@ -519,85 +520,86 @@ fn threads(c: &mut Criterion) {
         paragon_stack(users())
     };
     fill(&rt, &ours, &reqs);
-    for n in [1usize, 2] {
-        g.throughput(Throughput::Elements(n as u64));
-        let parts: Vec<Vec<ParagonRequest>> = (0..n)
-            .map(|t| reqs.iter().skip(t).step_by(2).cloned().collect())
-            .collect();
-        g.bench_function(format!("paragon_{n}"), |b| {
-            b.iter_custom(|iters| {
-                run_threads(&parts, |part| {
-                    let rt = current_thread();
-                    let barrier_ready = ours.clone();
-                    move |b: &Barrier| {
-                        b.wait();
-                        time_hits(&rt, &barrier_ready, &part, iters)
-                    }
-                })
+    at_one_then_two_threads(&mut g, "paragon", |iters| {
+        let svc = ours.clone();
+        move |part: Vec<ParagonRequest>, b: &Barrier| {
+            let rt = current_thread();
+            b.wait();
+            time_hits(&rt, &svc, &part, iters)
+        }
+    });
+    // The machine's own ceiling: each thread looks up its ids in a map of its own, so the
+    // threads share nothing at all. What this loses from 1 to 2 threads is lost to the
+    // hardware (shared caches, a shared physical core), not to any lock.
+    at_one_then_two_threads(&mut g, "unshared", |iters| {
+        move |part: Vec<ParagonRequest>, b: &Barrier| {
+            let own: HashMap<ParagonRequest, ParagonResponse> = part
+                .iter()
+                .map(|r| (r.clone(), response("unshared")))
+                .collect();
+            b.wait();
+            time_lookups(&part, iters, |r| {
+                black_box(own.get(r).cloned().is_some());
             })
-        });
-        // The machine's own ceiling: each thread looks up its ids in a map of its own, so
-        // the threads share nothing at all. What this loses from 1 to 2 threads is lost
-        // to the hardware (shared caches, a shared physical core), not to any lock.
-        g.bench_function(format!("unshared_{n}"), |b| {
-            b.iter_custom(|iters| {
-                run_threads(&parts, |part| {
-                    let own: HashMap<ParagonRequest, ParagonResponse> = part
-                        .iter()
-                        .map(|r| (r.clone(), response("unshared")))
-                        .collect();
-                    move |b: &Barrier| {
-                        b.wait();
-                        time_lookups(&part, iters, |r| {
-                            black_box(own.get(r).cloned().is_some());
-                        })
-                    }
-                })
+        }
+    });
+    at_one_then_two_threads(&mut g, "limit", |iters| {
+        let map = map.clone();
+        move |part: Vec<ParagonRequest>, b: &Barrier| {
+            b.wait();
+            time_lookups(&part, iters, |r| {
+                black_box(map.get(r).map(|e| e.value().clone()).is_some());
             })
-        });
-        g.bench_function(format!("limit_{n}"), |b| {
-            b.iter_custom(|iters| {
-                run_threads(&parts, |part| {
-                    let map = map.clone();
-                    move |b: &Barrier| {
-                        b.wait();
-                        time_lookups(&part, iters, |r| {
-                            black_box(map.get(r).map(|e| e.value().clone()).is_some());
-                        })
-                    }
-                })
-            })
-        });
-    }
+        }
+    });
     g.finish();
 }
 
-/// Runs one closure per part on its own thread, started together; the slowest time.
-///
-/// Each thread gets requests of its own, built afresh, as requests parsed from different
-/// connections would be. (Clones of one fixture vector would share their `Arc`s: the
-/// tiny id allocations of neighbouring ids sit in one cache line, so two threads
-/// counting references on `u0` and `u1` would bounce that line between cores, which no
-/// server does.)
-fn run_threads<F, W>(parts: &[Vec<ParagonRequest>], make: F) -> Duration
+/// Benches `{name}_1` then `{name}_2`, back to back, so that the two times of one ratio
+/// are measured as close together as possible on a machine whose speed drifts. Thread `t`
+/// of `n` serves ids `t, t + 2, …`: the evens alone, or the evens and the odds.
+fn at_one_then_two_threads<F, W>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, make: F)
 where
-    F: Fn(Vec<ParagonRequest>) -> W,
-    W: FnOnce(&Barrier) -> Duration + Send + 'static,
+    F: Fn(u64) -> W,
+    W: FnOnce(Vec<ParagonRequest>, &Barrier) -> Duration + Send + 'static,
+{
+    for n in [1usize, 2] {
+        let parts: Vec<Vec<String>> = (0..n)
+            .map(|t| (t..IDS).step_by(2).map(|i| format!("u{i}")).collect())
+            .collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("{name}_{n}"), |b| {
+            b.iter_custom(|iters| run_threads(&parts, || make(iters)))
+        });
+    }
+}
+
+/// Runs one piece of work per part of the ids, each on its own thread, started together
+/// at the barrier; the slowest time.
+///
+/// Each thread builds its requests itself, from the ids, before the barrier, as a server
+/// parses each request on the thread that serves it. So each thread's ids sit in that
+/// thread's own allocator arena. (Requests shared with, or built by, the main thread
+/// can land with one thread's ids and the other's in one cache line, as the allocator's
+/// free lists happen to fall from one sample to the next; every call clones and drops
+/// its id, so the two threads would then bounce that line between the cores, which no
+/// server does, and the ratio would follow the heap's layout, not the cache's.)
+fn run_threads<F, W>(parts: &[Vec<String>], make: F) -> Duration
+where
+    F: Fn() -> W,
+    W: FnOnce(Vec<ParagonRequest>, &Barrier) -> Duration + Send + 'static,
 {
     let barrier = Arc::new(Barrier::new(parts.len()));
     let handles: Vec<_> = parts
         .iter()
-        .map(|part| {
-            let own = part
-                .iter()
-                .map(|r| match r {
-                    ParagonRequest::GetUser(id) => request(id.as_str()),
-                    other => other.clone(),
-                })
-                .collect();
-            let work = make(own);
+        .map(|ids| {
+            let ids = ids.clone();
+            let work = make();
             let barrier = barrier.clone();
-            std::thread::spawn(move || work(&barrier))
+            std::thread::spawn(move || {
+                let own = ids.iter().map(|id| request(id)).collect();
+                work(own, &barrier)
+            })
         })
         .collect();
     handles
