@@ -305,14 +305,9 @@ where
         let (result, tier_stale) = match filled {
             Filled::Shared { value, fresh_for } => {
                 let fresh_until = now.after(fresh_for);
-                let outcome = match &value {
-                    Stored::Value(r) => Ok((r.clone(), CacheStatus::Hit)),
-                    Stored::Negative(e) => Err(e.clone()),
-                };
-                let stale = if matches!(value, Stored::Value(_)) {
-                    config.stale_if_error
-                } else {
-                    Duration::ZERO
+                let (outcome, stale) = match &value {
+                    Stored::Value(r) => (Ok((r.clone(), CacheStatus::Hit)), config.stale_if_error),
+                    Stored::Negative(e) => (Err(e.clone()), Duration::ZERO),
                 };
                 let life = Lifetime {
                     fresh_until,
@@ -334,7 +329,7 @@ where
             Err(e) if e.is_negative() => {
                 if config.negative_ttl > Duration::ZERO {
                     let entry = Entry {
-                        value: Stored::Negative(Arc::new(e.clone())),
+                        value: hold(Stored::Negative(e.clone())),
                         life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
                     };
                     shard.put(hash, key, entry, now);
