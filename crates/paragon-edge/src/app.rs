@@ -8,7 +8,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +19,7 @@ use tokio::sync::Notify;
 use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::client_limit::ClientLimiter;
 use crate::config::Config;
 use crate::metrics::{LayerFigures, Metrics, Route};
 use crate::problem::Problem;
@@ -30,6 +33,7 @@ pub struct AppState(pub(crate) Arc<Inner>);
 
 pub(crate) struct Inner {
     pub(crate) stack: Stack,
+    pub(crate) client_limit: Option<ClientLimiter>,
     pub(crate) config: Config,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) upstream: String,
@@ -48,9 +52,11 @@ impl AppState {
         metrics: Arc<Metrics>,
         upstream: String,
         embedded: bool,
+        client_limit: Option<ClientLimiter>,
     ) -> Self {
         AppState(Arc::new(Inner {
             stack,
+            client_limit,
             config,
             metrics,
             upstream,
@@ -96,6 +102,42 @@ impl AppState {
             }
             notified.await;
         }
+    }
+
+    /// The client of `request` for `[client_limit]`, when it is on.
+    pub fn client_of<B>(&self, request: &http::Request<B>) -> Option<String> {
+        let limiter = self.0.client_limit.as_ref()?;
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Some(limiter.client_of(request.headers(), peer))
+    }
+
+    /// Charges `client` (when client limits are on) `requests` edge requests and
+    /// `misses` upstream calls; the answer to send instead when refused.
+    pub fn admit_client(
+        &self,
+        client: Option<&str>,
+        requests: u32,
+        misses: u32,
+    ) -> Result<(), Problem> {
+        let (Some(limiter), Some(client)) = (&self.0.client_limit, client) else {
+            return Ok(());
+        };
+        limiter.admit(client, requests, misses).map_err(|refusal| {
+            self.0.metrics.client_limited();
+            Problem::client_limited(refusal)
+        })
+    }
+
+    /// Whether a request would be answered from a fresh local cache entry.
+    pub fn is_cached(&self, request: &paragon_client::ParagonRequest) -> bool {
+        self.0
+            .stack
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.is_fresh(request))
     }
 
     /// Figures of the layers, read now.
@@ -177,8 +219,9 @@ impl EdgeApp {
         if self.direct_users && route == Route::User && request.method() == Method::GET {
             if let Some(segment) = user_segment(request.uri().path()) {
                 let id = percent_encoding::percent_decode_str(segment).decode_utf8();
+                let client = self.state.client_of(&request);
                 return Front::User {
-                    answer: user_answer(&self.state, id.as_deref().ok()),
+                    answer: user_answer(&self.state, id.as_deref().ok(), client.as_deref()),
                 };
             }
         }
@@ -358,6 +401,7 @@ pub fn app(state: AppState) -> EdgeApp {
             post(routes::admin::breaker),
         )
         .route("/admin/cache/purge", post(routes::admin::purge))
+        .route("/admin/rate-limit/resume", post(routes::admin::resume))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed);
     let cors = cors(&state.0.config.server.cors_allowed_origins);

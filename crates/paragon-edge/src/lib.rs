@@ -18,13 +18,17 @@
 //! - [`stack`] — the one composition of the layers;
 //! - [`app`] — `app(state) -> EdgeApp`: the router, CORS, and the front layer (request
 //!   ids, counters, in-flight tracking);
+//! - [`client_limit`] — per-client budgets (`[client_limit]`);
 //! - [`routes`] — handlers: users, batch, health, metrics, admin;
 //! - [`problem`] — errors as `application/problem+json`;
 //! - [`metrics`] — counters and the Prometheus text;
+//! - [`conn`] — frontend connections: the accept loop, its cap and the timeouts;
 //! - [`server`] — build, run with graceful shutdown, signals.
 
 pub mod app;
+pub mod client_limit;
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod problem;
 pub mod routes;

@@ -83,6 +83,13 @@ impl RateStore for EdgeStore {
         }
     }
 
+    async fn resume(&self) -> bool {
+        match self {
+            EdgeStore::Memory(m) => m.resume().await,
+            EdgeStore::Redis(r) => r.resume().await,
+        }
+    }
+
     fn try_acquire_now(&self, gcra: &Gcra, max_wait: Duration) -> Option<Acquire> {
         match self {
             EdgeStore::Memory(m) => m.try_acquire_now(gcra, max_wait),
@@ -150,13 +157,16 @@ pub fn breaker_config(config: &Config) -> Result<BreakerConfig, BuildError> {
 /// The limiter settings of a validated [`Config`].
 pub fn rate_limit_config(config: &Config) -> Result<RateLimitConfig, BuildError> {
     let r = &config.rate_limit;
-    Ok(RateLimitConfig::new(r.max_requests, r.window.0)
-        .map_err(|source| BuildError::Layer {
-            section: "rate_limit",
-            source,
-        })?
+    let layer_error = |source| BuildError::Layer {
+        section: "rate_limit",
+        source,
+    };
+    RateLimitConfig::new(r.max_requests, r.window.0)
+        .map_err(layer_error)?
         .burst(r.burst)
-        .max_wait(r.max_wait.0))
+        .max_wait(r.max_wait.0)
+        .max_pause(r.max_pause.0)
+        .map_err(layer_error)
 }
 
 /// Builds the stack over ParagoN at `base_url`.

@@ -64,7 +64,7 @@ async fn edge_over(
     .spawn(([127, 0, 0, 1], 0).into())
     .await?;
     let mut config = Config::from_toml(toml)?;
-    config.upstream.base_url = Some(sim.base_url());
+    config.upstream.base_url = Some(sim.base_url().into());
     // The clock paragon-edge serves with: ticked by this runtime.
     let clock = Clock::coarse_on(&tokio::runtime::Handle::current());
     let edge = paragon_edge::server::build(config, clock).await?;

@@ -31,38 +31,40 @@ pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub async fn get_user(
     State(state): State<AppState>,
     params: Result<RawPathParams, RawPathParamsRejection>,
+    request: axum::extract::Request,
 ) -> Response {
     let raw = params
         .as_ref()
         .ok()
         .map(|params| params.iter().next().map_or("", |(_, value)| value));
-    user_answer(&state, raw).await
+    let client = state.client_of(&request);
+    user_answer(&state, raw, client.as_deref()).await
 }
 
 /// The answer to `GET /v1/users/{id}`, for the id as decoded from the path (`None`: it is
-/// not UTF-8 once percent-decoded).
+/// not UTF-8 once percent-decoded), asked by `client` (when client limits are on).
 ///
 /// Both the router's handler and the front's direct dispatch of this route
 /// ([`crate::app::EdgeApp`]) answer through it, so the two cannot differ. Its future is a
 /// concrete type: a cache hit costs no allocation for it.
-pub fn user_answer(state: &AppState, raw: Option<&str>) -> UserAnswer {
+pub fn user_answer(state: &AppState, raw: Option<&str>, client: Option<&str>) -> UserAnswer {
     let Some(raw) = raw else {
         return UserAnswer::ready(Problem::bad_request(
             "invalid-id",
             "the id is not valid UTF-8 once decoded",
         ));
     };
-    match UserId::parse(raw) {
-        Ok(id) => UserAnswer::calling(
-            state
-                .stack()
-                .client
-                .service()
-                .clone()
-                .oneshot(ParagonRequest::GetUser(id)),
-        ),
-        Err(e) => UserAnswer::ready(Problem::invalid_id(&e)),
+    let request = match UserId::parse(raw) {
+        Ok(id) => ParagonRequest::GetUser(id),
+        Err(e) => return UserAnswer::ready(Problem::invalid_id(&e)),
+    };
+    if client.is_some() {
+        let misses = u32::from(!state.is_cached(&request));
+        if let Err(p) = state.admit_client(client, 1, misses) {
+            return UserAnswer::ready(p);
+        }
     }
+    UserAnswer::calling(state.stack().client.service().clone().oneshot(request))
 }
 
 pin_project_lite::pin_project! {
@@ -198,40 +200,62 @@ pub fn parse_batch(query: Option<&str>, max: usize) -> Result<Vec<UserId>, Probl
 }
 
 /// Many users at once: `{"users": {id: user}, "errors": {id: problem}}`.
-pub async fn get_batch(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub async fn get_batch(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    request: axum::extract::Request,
+) -> Response {
     let config = &state.0.config;
     let ids = match parse_batch(query.as_deref(), config.server.max_batch_ids) {
         Ok(ids) => ids,
         Err(p) => return p.into_response(),
     };
+    let client = state.client_of(&request);
+    if client.is_some() {
+        let misses = ids
+            .iter()
+            .filter(|id| !state.is_cached(&ParagonRequest::GetUser((*id).clone())))
+            .count();
+        let misses = u32::try_from(misses).unwrap_or(u32::MAX);
+        if let Err(p) = state.admit_client(client.as_deref(), misses.saturating_add(1), misses) {
+            return p.into_response();
+        }
+    }
     let concurrency = config.upstream.max_concurrency.max(1);
-    let mut results: Vec<(usize, Result<Bytes, Problem>)> =
-        stream::iter(ids.clone().into_iter().enumerate())
-            .map(|(i, id)| {
-                let client = state.stack().client.clone();
-                async move {
-                    let r = client
-                        .fetch_user(&id)
-                        .await
-                        .map(|u| u.raw_json())
-                        .map_err(|e| problem_for(&e));
-                    (i, r)
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-    results.sort_unstable_by_key(|(i, _)| *i);
-
-    let mut users = BytesMut::with_capacity(256 * results.len() + 32);
+    let max_bytes = config.server.max_batch_bytes;
+    // In the order asked, so the answer holds users up to `max_batch_bytes` and the ids
+    // past it get a `too-large` error; a body past the bound is dropped as it arrives,
+    // so one batch holds at most the bound (and the bodies in flight) in memory.
+    let mut results = stream::iter(ids.iter().cloned())
+        .map(|id| {
+            let client = state.stack().client.clone();
+            async move { client.fetch_user(&id).await }
+        })
+        .buffered(concurrency);
+    let mut users = BytesMut::with_capacity(256 * ids.len().min(64) + 32);
     let mut errors = BytesMut::new();
-    for (i, result) in results {
+    let mut full = false;
+    let mut i = 0;
+    while let Some(result) = results.next().await {
         let key = serde_json::to_vec(ids[i].as_str()).unwrap_or_default();
+        i += 1;
         let (out, value) = match result {
-            Ok(raw) => (&mut users, raw),
-            Err(p) => (
+            Ok(user)
+                if !full && users.len() + key.len() + user.raw_json().len() + 2 <= max_bytes =>
+            {
+                (&mut users, user.raw_json())
+            }
+            Ok(_) => {
+                full = true;
+                let p = Problem::too_large_for_batch(max_bytes);
+                (
+                    &mut errors,
+                    Bytes::from(serde_json::to_vec(&p).unwrap_or_default()),
+                )
+            }
+            Err(e) => (
                 &mut errors,
-                Bytes::from(serde_json::to_vec(&p).unwrap_or_default()),
+                Bytes::from(serde_json::to_vec(&problem_for(&e)).unwrap_or_default()),
             ),
         };
         out.put_u8(if out.is_empty() { b'{' } else { b',' });

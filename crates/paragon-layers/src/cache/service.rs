@@ -503,6 +503,14 @@ impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + '
         had
     }
 
+    /// Whether a request for `key` would be answered here now without a call below
+    /// (a fresh local entry). Counts nothing and changes nothing: for callers that
+    /// charge a miss before making it, such as a per-client share of the upstream budget.
+    pub fn is_fresh(&self, key: &K) -> bool {
+        let table = &self.shared.table;
+        table.is_fresh(table.hash(key), key, self.shared.clock.now())
+    }
+
     /// Current counters.
     pub fn stats(&self) -> CacheStats {
         CacheStats {

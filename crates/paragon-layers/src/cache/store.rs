@@ -262,6 +262,14 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         Some(value)
     }
 
+    /// Whether `key` has a fresh entry at `now`; marks and counts nothing.
+    pub(crate) fn is_fresh(&self, hash: u64, key: &K, now: Timestamp) -> bool {
+        let guard = self.shard(hash).read();
+        guard
+            .slot(hash, key)
+            .is_some_and(|slot| slot.entry.life.at(now) == Freshness::Fresh)
+    }
+
     /// Exclusive access to the entries of the shard of `hash`.
     pub(crate) fn write(&self, hash: u64) -> ShardWrite<'_, K, V> {
         ShardWrite {

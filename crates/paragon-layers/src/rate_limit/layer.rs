@@ -20,7 +20,12 @@ pub struct RateLimitConfig {
     pub burst: NonZeroU32,
     /// How long a call over budget may wait for a slot; zero rejects at once.
     pub max_wait: Duration,
+    /// Longest pause one upstream 429 can impose, whatever its `Retry-After` says.
+    pub max_pause: Duration,
 }
+
+/// The default of [`RateLimitConfig::max_pause`]: 15 minutes.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
 
 impl RateLimitConfig {
     /// `max_requests` per `window`, burst equal to `max_requests`, no waiting.
@@ -35,6 +40,7 @@ impl RateLimitConfig {
             window,
             burst: max,
             max_wait: Duration::ZERO,
+            max_pause: DEFAULT_MAX_PAUSE,
         })
     }
 
@@ -48,6 +54,15 @@ impl RateLimitConfig {
     pub fn max_wait(mut self, d: Duration) -> Self {
         self.max_wait = d;
         self
+    }
+
+    /// Sets `max_pause`; it must be longer than zero.
+    pub fn max_pause(mut self, d: Duration) -> Result<Self, ConfigError> {
+        if d.is_zero() {
+            return Err(ConfigError::new("max_pause", "must be longer than zero"));
+        }
+        self.max_pause = d;
+        Ok(self)
     }
 
     /// The GCRA parameters of this budget.
