@@ -43,8 +43,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use crate::app::EdgeApp;
 use crate::metrics::{CloseReason, Metrics};
+use axum::Router;
 
 /// The limits every connection is served under (`[server]`).
 #[derive(Clone, Copy, Debug)]
@@ -275,7 +275,7 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
 /// address (`ConnectInfo`) and counts as being answered until its answer is ready.
 #[derive(Clone)]
 struct ConnService {
-    app: EdgeApp,
+    app: Router,
     peer: SocketAddr,
     requests: Arc<Requests>,
 }
@@ -312,14 +312,13 @@ impl<F: Future> Future for Answering<F> {
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = Answering<<EdgeApp as Service<axum::extract::Request>>::Future>;
+    type Future = Answering<<Router as Service<http::Request<Incoming>>>::Future>;
 
-    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(axum::body::Body::new);
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.peer));
         self.requests.started.fetch_add(1, Ordering::Relaxed);
         let busy = Some(BusyGuard(self.requests.clone()));
-        // The edge is always ready (its router is); hyper calls without asking.
+        // A router is always ready; hyper calls without asking.
         Answering {
             inner: self.app.clone().call(request),
             busy,
@@ -339,7 +338,7 @@ fn out_of_resources(e: &io::Error) -> bool {
 /// request, and returns once all are closed.
 pub async fn serve(
     listener: TcpListener,
-    app: EdgeApp,
+    app: Router,
     limits: ConnLimits,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -426,7 +425,7 @@ pub async fn serve(
 async fn serve_one(
     stream: TcpStream,
     peer: SocketAddr,
-    app: EdgeApp,
+    app: Router,
     limits: ConnLimits,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,

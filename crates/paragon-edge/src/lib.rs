@@ -16,8 +16,8 @@
 //! # Layout
 //! - [`config`] — the TOML/environment configuration, validated once;
 //! - [`stack`] — the one composition of the layers;
-//! - [`app`] — `app(state) -> EdgeApp`: the router, CORS, and the front layer (request
-//!   ids, counters, in-flight tracking);
+//! - [`app`] — `app(state) -> Router`: the routes behind CORS, counting and request ids;
+//! - [`state`] — what every handler serves from;
 //! - [`client_limit`] — per-client budgets (`[client_limit]`);
 //! - [`routes`] — handlers: users, batch, health, metrics, admin;
 //! - [`problem`] — errors as `application/problem+json`;
@@ -34,3 +34,4 @@ pub mod problem;
 pub mod routes;
 pub mod server;
 pub mod stack;
+pub mod state;

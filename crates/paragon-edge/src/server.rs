@@ -8,12 +8,13 @@ use paragon_layers::Clock;
 use paragon_sim::{SimConfig, SimHandle, Simulator};
 use tokio::net::TcpListener;
 
-use crate::app::{app, AppState};
+use crate::app::app;
 use crate::client_limit::ClientLimiter;
 use crate::config::{Config, ConfigError};
 use crate::conn::{self, ConnLimits};
 use crate::metrics::Metrics;
 use crate::stack::{self, BuildError};
+use crate::state::AppState;
 
 /// A built edge: its state, and the embedded simulator when no `upstream.base_url` is set.
 pub struct Edge {

@@ -137,36 +137,33 @@ pub fn cache_config(config: &Config) -> CacheConfig {
 /// The breaker settings of a validated [`Config`].
 pub fn breaker_config(config: &Config) -> Result<BreakerConfig, BuildError> {
     let b = &config.circuit_breaker;
-    let bc = BreakerConfig {
-        failure_threshold: b.failure_threshold,
-        failure_rate: b.failure_rate,
-        window: b.window.0,
-        minimum_calls: b.minimum_calls,
-        open_for: b.open_for.0,
-        half_open_max_calls: std::num::NonZeroU32::new(b.half_open_max_calls)
-            .unwrap_or(std::num::NonZeroU32::MIN),
-        slow_call: (!b.slow_call.0.is_zero()).then_some(b.slow_call.0),
-    };
-    bc.validate().map_err(|source| BuildError::Layer {
-        section: "circuit_breaker",
-        source,
-    })?;
-    Ok(bc)
+    BreakerConfig::builder()
+        .failure_threshold(b.failure_threshold)
+        .failure_rate(b.failure_rate)
+        .window(b.window.0)
+        .minimum_calls(b.minimum_calls)
+        .open_for(b.open_for.0)
+        .half_open_max_calls(b.half_open_max_calls)
+        .slow_call(b.slow_call.0)
+        .build()
+        .map_err(|source| BuildError::Layer {
+            section: "circuit_breaker",
+            source,
+        })
 }
 
 /// The limiter settings of a validated [`Config`].
 pub fn rate_limit_config(config: &Config) -> Result<RateLimitConfig, BuildError> {
     let r = &config.rate_limit;
-    let layer_error = |source| BuildError::Layer {
-        section: "rate_limit",
-        source,
-    };
-    RateLimitConfig::new(r.max_requests, r.window.0)
-        .map_err(layer_error)?
+    RateLimitConfig::builder(r.max_requests, r.window.0)
         .burst(r.burst)
         .max_wait(r.max_wait.0)
         .max_pause(r.max_pause.0)
-        .map_err(layer_error)
+        .build()
+        .map_err(|source| BuildError::Layer {
+            section: "rate_limit",
+            source,
+        })
 }
 
 /// Builds the stack over ParagoN at `base_url`.

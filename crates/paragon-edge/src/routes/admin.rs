@@ -8,8 +8,8 @@ use paragon_client::{ParagonRequest, UserId};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -1,9 +1,6 @@
 //! `GET /v1/users/{id}` and `GET /v1/users?ids=…`.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, RawQuery, State};
@@ -11,15 +8,10 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{
-    Error, Fetched, InvalidUserId, ParagonRequest, ParagonResponse, User, UserId,
-};
-use tower::util::Oneshot;
-use tower::ServiceExt;
+use paragon_client::{Error, Fetched, InvalidUserId, ParagonRequest, User, UserId};
 
-use crate::app::AppState;
 use crate::problem::Problem;
-use crate::stack::EdgeService;
+use crate::state::AppState;
 
 /// `x-cache: HIT | MISS | STALE` (a static name: no parsing per answer).
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -33,91 +25,23 @@ pub async fn get_user(
     params: Result<RawPathParams, RawPathParamsRejection>,
     request: axum::extract::Request,
 ) -> Response {
-    let raw = params
-        .as_ref()
-        .ok()
-        .map(|params| params.iter().next().map_or("", |(_, value)| value));
+    let Ok(params) = params else {
+        return Problem::bad_request("invalid-id", "the id is not valid UTF-8 once decoded")
+            .into_response();
+    };
+    let raw = params.iter().next().map_or("", |(_, value)| value);
+    let id = match UserId::parse(raw) {
+        Ok(id) => id,
+        Err(e) => return Problem::invalid_id(&e).into_response(),
+    };
     let client = state.client_of(&request);
-    user_answer(&state, raw, client.as_deref()).await
-}
-
-/// The answer to `GET /v1/users/{id}`, for the id as decoded from the path (`None`: it is
-/// not UTF-8 once percent-decoded), asked by `client` (when client limits are on).
-///
-/// Both the router's handler and the front's direct dispatch of this route
-/// ([`crate::app::EdgeApp`]) answer through it, so the two cannot differ. Its future is a
-/// concrete type: a cache hit costs no allocation for it.
-pub fn user_answer(state: &AppState, raw: Option<&str>, client: Option<&str>) -> UserAnswer {
-    let Some(raw) = raw else {
-        return UserAnswer::ready(Problem::bad_request(
-            "invalid-id",
-            "the id is not valid UTF-8 once decoded",
-        ));
-    };
-    let request = match UserId::parse(raw) {
-        Ok(id) => ParagonRequest::GetUser(id),
-        Err(e) => return UserAnswer::ready(Problem::invalid_id(&e)),
-    };
     if client.is_some() {
-        let misses = u32::from(!state.is_cached(&request));
-        if let Err(p) = state.admit_client(client, 1, misses) {
-            return UserAnswer::ready(p);
+        let misses = u32::from(!state.is_cached(&ParagonRequest::GetUser(id.clone())));
+        if let Err(p) = state.admit_client(client.as_deref(), 1, misses) {
+            return p.into_response();
         }
     }
-    UserAnswer::calling(state.stack().client.service().clone().oneshot(request))
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`user_answer`]: an answer known at once, or the call through the stack.
-    pub struct UserAnswer {
-        #[pin]
-        step: Step,
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = StepProj]
-    enum Step {
-        // Known without a call (an invalid id); `None` once taken.
-        Ready { response: Option<Response> },
-        // Through the stack.
-        Calling {
-            #[pin]
-            call: Oneshot<EdgeService, ParagonRequest>,
-        },
-    }
-}
-
-impl UserAnswer {
-    fn ready(problem: Problem) -> Self {
-        UserAnswer {
-            step: Step::Ready {
-                response: Some(problem.into_response()),
-            },
-        }
-    }
-
-    fn calling(call: Oneshot<EdgeService, ParagonRequest>) -> Self {
-        UserAnswer {
-            step: Step::Calling { call },
-        }
-    }
-}
-
-impl Future for UserAnswer {
-    type Output = Response;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        match self.project().step.project() {
-            StepProj::Ready { response } => {
-                Poll::Ready(response.take().expect("UserAnswer polled after completion"))
-            }
-            StepProj::Calling { call } => {
-                let result = std::task::ready!(call.poll(cx));
-                Poll::Ready(user_response(result.and_then(ParagonResponse::into_user)))
-            }
-        }
-    }
+    user_response(state.stack().client.fetch_user_with_status(&id).await)
 }
 
 fn user_response(result: Result<Fetched<User>, Error>) -> Response {
