@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         ))
         .layer(breaker)
         .layer(RateLimitLayer::memory(
-            RateLimitConfig::new(100, Duration::from_secs(60))?,
+            RateLimitConfig::builder(100, Duration::from_secs(60)).build()?,
             clock,
         ))
         .service(transport);

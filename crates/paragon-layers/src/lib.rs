@@ -70,7 +70,7 @@
 //! let stack = ServiceBuilder::new()
 //!     .layer(cache)
 //!     .layer(CircuitBreakerLayer::new(BreakerConfig::default(), clock.clone()))
-//!     .layer(RateLimitLayer::memory(RateLimitConfig::new(100, Duration::from_secs(60)).unwrap(), clock))
+//!     .layer(RateLimitLayer::memory(RateLimitConfig::builder(100, Duration::from_secs(60)).build().unwrap(), clock))
 //!     .service(upstream);
 //! let first = stack.clone().oneshot(Get("a".into())).await.unwrap();
 //! let second = stack.clone().oneshot(Get("a".into())).await.unwrap();

@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         let url = format!("redis://127.0.0.1:{port}");
-        let config = RateLimitConfig::new(1_000_000_000, Duration::from_secs(1))?;
+        let config = RateLimitConfig::builder(1_000_000_000, Duration::from_secs(1)).build()?;
         let link = RedisLink::open(&url, LinkOptions { key_prefix: "bench:".into(), ..LinkOptions::default() })?;
         let mut up = false;
         for _ in 0..50 {

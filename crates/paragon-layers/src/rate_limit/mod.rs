@@ -21,7 +21,7 @@ mod service;
 mod store;
 
 pub use error::{RateLimitCause, RateLimited};
-pub use layer::{RateLimitConfig, RateLimitLayer};
+pub use layer::{RateLimitConfig, RateLimitConfigBuilder, RateLimitLayer, DEFAULT_MAX_PAUSE};
 pub use service::{RateLimit, RateLimitFuture, RateLimitHandle, RateLimitStats};
 pub use store::{Acquire, BudgetState, MemoryStore, RateStore};
 
