@@ -35,7 +35,14 @@ fn doc(body: &str, status: CacheStatus) -> Answer {
 #[tokio::test]
 async fn a_hit_after_a_miss_does_not_call_the_upstream() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -51,7 +58,14 @@ async fn a_hit_after_a_miss_does_not_call_the_upstream() {
 async fn an_entry_expires_exactly_at_its_ttl() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), clock.clone(), up.clone());
+    let (mut svc, _) = cache(
+        CacheConfig::builder(secs(10))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        clock.clone(),
+        up.clone(),
+    );
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     clock.advance(secs(10) - Duration::from_nanos(1));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -64,7 +78,14 @@ async fn an_entry_expires_exactly_at_its_ttl() {
 #[tokio::test(start_paused = true)]
 async fn an_entry_expires_exactly_at_its_ttl_on_paused_tokio_time() {
     let up = Scripted::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), Clock::tokio(), up.clone());
+    let (mut svc, _) = cache(
+        CacheConfig::builder(secs(10))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::tokio(),
+        up.clone(),
+    );
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     tokio::time::advance(secs(10) - Duration::from_nanos(1)).await;
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -77,7 +98,11 @@ async fn an_entry_expires_exactly_at_its_ttl_on_paused_tokio_time() {
 async fn a_stale_entry_is_served_when_the_refill_fails_within_stale_if_error() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(5));
+    let config = CacheConfig::builder(secs(10))
+        .max_entries(100)
+        .stale_if_error(secs(5))
+        .build()
+        .unwrap();
     let (mut svc, handle) = cache(config, clock.clone(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
 
@@ -114,7 +139,11 @@ async fn a_stale_entry_is_served_when_the_refill_fails_within_stale_if_error() {
 async fn a_not_found_answer_ends_stale_serving_of_that_key() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(60));
+    let config = CacheConfig::builder(secs(10))
+        .max_entries(100)
+        .stale_if_error(secs(60))
+        .build()
+        .unwrap();
     let (mut svc, _) = cache(config, clock.clone(), up.clone());
     get(&mut svc, 1).await.unwrap();
     clock.advance(secs(10));
@@ -132,7 +161,11 @@ async fn a_not_found_answer_ends_stale_serving_of_that_key() {
 async fn a_later_successful_refill_replaces_a_stale_entry() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(60));
+    let config = CacheConfig::builder(secs(10))
+        .max_entries(100)
+        .stale_if_error(secs(60))
+        .build()
+        .unwrap();
     let (mut svc, _) = cache(config, clock.clone(), up.clone());
     get(&mut svc, 1).await.unwrap();
     clock.advance(secs(10));
@@ -147,7 +180,14 @@ async fn a_later_successful_refill_replaces_a_stale_entry() {
 async fn without_stale_if_error_an_expired_entry_is_never_served() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), clock.clone(), up.clone());
+    let (mut svc, _) = cache(
+        CacheConfig::builder(secs(10))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        clock.clone(),
+        up.clone(),
+    );
     get(&mut svc, 1).await.unwrap();
     clock.advance(secs(10));
     up.fail(Fail::Upstream);
@@ -157,9 +197,12 @@ async fn without_stale_if_error_an_expired_entry_is_never_served() {
 #[tokio::test]
 async fn a_failure_is_never_cached() {
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(60), 100)
+    let config = CacheConfig::builder(secs(60))
+        .max_entries(100)
         .negative_ttl(secs(60))
-        .stale_if_error(secs(60));
+        .stale_if_error(secs(60))
+        .build()
+        .unwrap();
     let (mut svc, handle) = cache(config, Clock::manual(), up.clone());
     for e in [Fail::Upstream, Fail::BadRequest, Fail::Throttled(secs(1))] {
         up.fail(e.clone());
@@ -177,7 +220,14 @@ async fn a_failure_is_never_cached() {
 #[tokio::test]
 async fn a_failed_fill_does_not_evict_a_cached_entry() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 1), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(1)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
     up.fail(Fail::Upstream);
     assert_eq!(get(&mut svc, 2).await, Err(Fail::Upstream));
@@ -191,9 +241,12 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
     let clock = Clock::manual();
     let up = Scripted::new();
     up.fail(Fail::NotFound);
-    let config = CacheConfig::new(secs(300), 100)
+    let config = CacheConfig::builder(secs(300))
+        .max_entries(100)
         .negative_ttl(secs(30))
-        .stale_if_error(secs(600));
+        .stale_if_error(secs(600))
+        .build()
+        .unwrap();
     let (mut svc, _) = cache(config, clock.clone(), up.clone());
     assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
     assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
@@ -222,7 +275,10 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
     let up = Scripted::new();
     up.fail(Fail::NotFound);
     let (mut svc, handle) = cache(
-        CacheConfig::new(secs(300), 100),
+        CacheConfig::builder(secs(300))
+            .max_entries(100)
+            .build()
+            .unwrap(),
         Clock::manual(),
         up.clone(),
     );
@@ -238,7 +294,14 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
 #[test]
 fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     for (n, status) in [
         (1, CacheStatus::Miss),
         (1, CacheStatus::Hit),
@@ -257,7 +320,14 @@ fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
 #[tokio::test]
 async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     // All hundred calls are made before the upstream answers.
     let mut waiting = Vec::new();
     for _ in 0..100 {
@@ -283,7 +353,14 @@ async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
 async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
     let up = Scripted::new();
     up.delay(ms(200));
-    let (svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::tokio(), up.clone());
+    let (svc, _) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::tokio(),
+        up.clone(),
+    );
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -304,7 +381,14 @@ async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
 #[tokio::test]
 async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, _) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     let mut first = svc.ready().await.unwrap().call(Get(1));
     assert!((&mut first).now_or_never().is_none());
     let second = svc.ready().await.unwrap().call(Get(1));
@@ -323,7 +407,14 @@ async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
 #[tokio::test]
 async fn a_fill_whose_only_caller_gave_up_still_completes_and_is_cached() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     let only = svc.ready().await.unwrap().call(Get(1));
     drop(only);
     let pending = rx.recv().await.expect("the fill reached the upstream");
@@ -341,7 +432,14 @@ async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one(
     // The upstream future is dropped without an answer (its task died): waiters get
     // FillAborted, not a hang, and the key is not stuck.
     let (up, mut rx) = Controlled::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, _) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     let waiter = svc.ready().await.unwrap().call(Get(1));
     let pending = rx.recv().await.unwrap();
     drop(pending); // the upstream future resolves to Fail::Aborted
@@ -356,7 +454,14 @@ async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one(
 async fn max_entries_bounds_the_table() {
     for max in [1usize, 10, 100, 1000] {
         let up = Scripted::new();
-        let (mut svc, handle) = cache(CacheConfig::new(secs(60), max), Clock::manual(), up.clone());
+        let (mut svc, handle) = cache(
+            CacheConfig::builder(secs(60))
+                .max_entries(max)
+                .build()
+                .unwrap(),
+            Clock::manual(),
+            up.clone(),
+        );
         for n in 0..(max as u32 * 10) {
             get(&mut svc, n).await.unwrap();
             let entries = handle.stats().entries;
@@ -375,7 +480,14 @@ async fn max_entries_bounds_the_table() {
 #[tokio::test]
 async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     for n in 1..=3 {
         get(&mut svc, n).await.unwrap();
     }
@@ -399,7 +511,14 @@ async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
 #[tokio::test]
 async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up.clone(),
+    );
     let waiter = svc.ready().await.unwrap().call(Get(1));
     let pending = rx.recv().await.unwrap();
     handle.purge_all().await;
@@ -414,7 +533,13 @@ async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
 #[tokio::test]
 async fn every_service_made_by_one_layer_shares_one_table() {
     let up = Scripted::new();
-    let layer = CacheLayer::<Get, Doc, Fail>::new(CacheConfig::new(secs(60), 100), Clock::manual());
+    let layer = CacheLayer::<Get, Doc, Fail>::new(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+    );
     let mut a = layer.layer(up.clone());
     let mut b = layer.layer(up.clone());
     assert_eq!(get(&mut a, 1).await.unwrap().status, CacheStatus::Miss);
@@ -428,7 +553,14 @@ async fn a_type_erased_inner_service_serves_through_the_cache() {
     // Sync kind: BoxCloneSyncService.
     let up = Scripted::new();
     let inner = tower::util::BoxCloneSyncService::new(up.clone());
-    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), inner);
+    let (mut svc, _) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(100)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        inner,
+    );
     let mut clone = svc.clone();
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     assert_eq!(get(&mut clone, 1).await, doc("doc 1 v1", CacheStatus::Hit));
