@@ -19,7 +19,7 @@ where
         > + Clone,
 {
     match client.fetch_user(id).await {
-        Ok(user) => format!("Hello, {}!", user.name().unwrap_or("friend")),
+        Ok(user) => format!("Hello, {}!", user.name().as_deref().unwrap_or("friend")),
         Err(Error::NotFound) => "Hello, stranger!".into(),
         Err(_) => "Hello! (profile unavailable)".into(),
     }

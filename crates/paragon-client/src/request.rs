@@ -77,7 +77,7 @@ impl CacheWeight for ParagonResponse {
     #[inline]
     fn cache_weight(&self) -> usize {
         match &self.resource {
-            Resource::User(user) => user.raw_json().len(),
+            Resource::User(user) => user.body_len(),
         }
     }
 }
