@@ -566,3 +566,61 @@ async fn a_type_erased_inner_service_serves_through_the_cache() {
     assert_eq!(get(&mut clone, 1).await, doc("doc 1 v1", CacheStatus::Hit));
     assert_eq!(up.calls(), 1);
 }
+
+#[tokio::test]
+async fn max_bytes_bounds_the_table_with_large_answers_and_they_stay_correct() {
+    // 200 KB answers against a 1 MB bound: at most five fit. Key 999 answers 1.2 MB,
+    // more than the whole bound: it is answered every time but never cached.
+    const MAX_BYTES: u64 = 1_000_000;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let up = tower::service_fn(move |Get(n): Get| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let size = if n == 999 { 1_200_000 } else { 200_000 };
+        let mut body = format!("doc {n} ");
+        body.extend(std::iter::repeat_n('x', size - body.len()));
+        std::future::ready(Ok::<_, Fail>(Doc::new(body)))
+    });
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(1000)
+            .max_bytes(MAX_BYTES)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up,
+    );
+    let check = |n: u32, answer: Answer| {
+        let doc = answer.unwrap();
+        let size = if n == 999 { 1_200_000 } else { 200_000 };
+        assert!(doc.body.starts_with(&format!("doc {n} ")), "key {n}");
+        assert_eq!(doc.body.len(), size, "key {n}");
+        doc.status
+    };
+    for round in 0..3 {
+        for n in 0..40 {
+            let answer = get(&mut svc, n).await;
+            check(n, answer);
+            let stats = handle.stats();
+            assert!(
+                stats.bytes <= MAX_BYTES,
+                "round {round}, key {n}: {stats:?}"
+            );
+            assert_eq!(stats.bytes, stats.entries as u64 * 200_000, "{stats:?}");
+        }
+    }
+    // The table was full by bytes, not by entries.
+    assert_eq!(handle.stats().entries, 5);
+    // The last key stored is a hit; one long evicted is a miss that is answered again.
+    assert_eq!(check(39, get(&mut svc, 39).await), CacheStatus::Hit);
+    assert_eq!(check(0, get(&mut svc, 0).await), CacheStatus::Miss);
+    // Too large for the bound: answered, not cached, nothing evicted for it.
+    let before = handle.stats();
+    let n = calls.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..2 {
+        assert_eq!(check(999, get(&mut svc, 999).await), CacheStatus::Miss);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), n + 2);
+    let after = handle.stats();
+    assert_eq!((after.entries, after.bytes), (before.entries, before.bytes));
+}
