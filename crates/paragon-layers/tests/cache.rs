@@ -13,6 +13,14 @@ use tower::{Layer, Service, ServiceExt};
 
 type Svc<S> = Cache<S, Get, Doc, Fail>;
 
+/// Settings fresh for `ttl` with `max_entries`, and no byte bound that binds.
+fn settings(ttl: Duration, max_entries: usize) -> CacheConfig {
+    CacheConfig::builder(ttl)
+        .max_entries(max_entries)
+        .build()
+        .unwrap()
+}
+
 fn cache<S>(config: CacheConfig, clock: Clock, inner: S) -> (Svc<S>, CacheHandle<Get, Doc, Fail>) {
     let layer = CacheLayer::<Get, Doc, Fail>::new(config, clock);
     (layer.layer(inner), layer.handle())
@@ -35,14 +43,7 @@ fn doc(body: &str, status: CacheStatus) -> Answer {
 #[tokio::test]
 async fn a_hit_after_a_miss_does_not_call_the_upstream() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -58,14 +59,7 @@ async fn a_hit_after_a_miss_does_not_call_the_upstream() {
 async fn an_entry_expires_exactly_at_its_ttl() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let (mut svc, _) = cache(
-        CacheConfig::builder(secs(10))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        clock.clone(),
-        up.clone(),
-    );
+    let (mut svc, _) = cache(settings(secs(10), 100), clock.clone(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     clock.advance(secs(10) - Duration::from_nanos(1));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -78,14 +72,7 @@ async fn an_entry_expires_exactly_at_its_ttl() {
 #[tokio::test(start_paused = true)]
 async fn an_entry_expires_exactly_at_its_ttl_on_paused_tokio_time() {
     let up = Scripted::new();
-    let (mut svc, _) = cache(
-        CacheConfig::builder(secs(10))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::tokio(),
-        up.clone(),
-    );
+    let (mut svc, _) = cache(settings(secs(10), 100), Clock::tokio(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     tokio::time::advance(secs(10) - Duration::from_nanos(1)).await;
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -180,14 +167,7 @@ async fn a_later_successful_refill_replaces_a_stale_entry() {
 async fn without_stale_if_error_an_expired_entry_is_never_served() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let (mut svc, _) = cache(
-        CacheConfig::builder(secs(10))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        clock.clone(),
-        up.clone(),
-    );
+    let (mut svc, _) = cache(settings(secs(10), 100), clock.clone(), up.clone());
     get(&mut svc, 1).await.unwrap();
     clock.advance(secs(10));
     up.fail(Fail::Upstream);
@@ -220,14 +200,7 @@ async fn a_failure_is_never_cached() {
 #[tokio::test]
 async fn a_failed_fill_does_not_evict_a_cached_entry() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(1)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(60), 1), Clock::manual(), up.clone());
     assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
     up.fail(Fail::Upstream);
     assert_eq!(get(&mut svc, 2).await, Err(Fail::Upstream));
@@ -274,14 +247,7 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
     // negative_ttl = 0: every 404 goes upstream.
     let up = Scripted::new();
     up.fail(Fail::NotFound);
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(300))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(300), 100), Clock::manual(), up.clone());
     for _ in 0..3 {
         assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
     }
@@ -294,14 +260,7 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
 #[test]
 fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     for (n, status) in [
         (1, CacheStatus::Miss),
         (1, CacheStatus::Hit),
@@ -320,14 +279,7 @@ fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
 #[tokio::test]
 async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     // All hundred calls are made before the upstream answers.
     let mut waiting = Vec::new();
     for _ in 0..100 {
@@ -353,14 +305,7 @@ async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
 async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
     let up = Scripted::new();
     up.delay(ms(200));
-    let (svc, _) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::tokio(),
-        up.clone(),
-    );
+    let (svc, _) = cache(settings(secs(60), 100), Clock::tokio(), up.clone());
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -381,14 +326,7 @@ async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
 #[tokio::test]
 async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, _) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let mut first = svc.ready().await.unwrap().call(Get(1));
     assert!((&mut first).now_or_never().is_none());
     let second = svc.ready().await.unwrap().call(Get(1));
@@ -407,14 +345,7 @@ async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
 #[tokio::test]
 async fn a_fill_whose_only_caller_gave_up_still_completes_and_is_cached() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let only = svc.ready().await.unwrap().call(Get(1));
     drop(only);
     let pending = rx.recv().await.expect("the fill reached the upstream");
@@ -432,14 +363,7 @@ async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one(
     // The upstream future is dropped without an answer (its task died): waiters get
     // FillAborted, not a hang, and the key is not stuck.
     let (up, mut rx) = Controlled::new();
-    let (mut svc, _) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let waiter = svc.ready().await.unwrap().call(Get(1));
     let pending = rx.recv().await.unwrap();
     drop(pending); // the upstream future resolves to Fail::Aborted
@@ -454,14 +378,7 @@ async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one(
 async fn max_entries_bounds_the_table() {
     for max in [1usize, 10, 100, 1000] {
         let up = Scripted::new();
-        let (mut svc, handle) = cache(
-            CacheConfig::builder(secs(60))
-                .max_entries(max)
-                .build()
-                .unwrap(),
-            Clock::manual(),
-            up.clone(),
-        );
+        let (mut svc, handle) = cache(settings(secs(60), max), Clock::manual(), up.clone());
         for n in 0..(max as u32 * 10) {
             get(&mut svc, n).await.unwrap();
             let entries = handle.stats().entries;
@@ -480,14 +397,7 @@ async fn max_entries_bounds_the_table() {
 #[tokio::test]
 async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     for n in 1..=3 {
         get(&mut svc, n).await.unwrap();
     }
@@ -511,14 +421,7 @@ async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
 #[tokio::test]
 async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let waiter = svc.ready().await.unwrap().call(Get(1));
     let pending = rx.recv().await.unwrap();
     handle.purge_all().await;
@@ -533,13 +436,7 @@ async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
 #[tokio::test]
 async fn every_service_made_by_one_layer_shares_one_table() {
     let up = Scripted::new();
-    let layer = CacheLayer::<Get, Doc, Fail>::new(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-    );
+    let layer = CacheLayer::<Get, Doc, Fail>::new(settings(secs(60), 100), Clock::manual());
     let mut a = layer.layer(up.clone());
     let mut b = layer.layer(up.clone());
     assert_eq!(get(&mut a, 1).await.unwrap().status, CacheStatus::Miss);
@@ -553,14 +450,7 @@ async fn a_type_erased_inner_service_serves_through_the_cache() {
     // Sync kind: BoxCloneSyncService.
     let up = Scripted::new();
     let inner = tower::util::BoxCloneSyncService::new(up.clone());
-    let (mut svc, _) = cache(
-        CacheConfig::builder(secs(60))
-            .max_entries(100)
-            .build()
-            .unwrap(),
-        Clock::manual(),
-        inner,
-    );
+    let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), inner);
     let mut clone = svc.clone();
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     assert_eq!(get(&mut clone, 1).await, doc("doc 1 v1", CacheStatus::Hit));
