@@ -26,7 +26,9 @@ async fn main() -> anyhow::Result<()> {
         });
     let stack = tower::ServiceBuilder::new()
         .layer(CacheLayer::new(
-            CacheConfig::new(Duration::from_secs(300), 10_000),
+            CacheConfig::builder(Duration::from_secs(300))
+                .max_entries(10_000)
+                .build()?,
             clock.clone(),
         ))
         .layer(breaker)

@@ -157,7 +157,13 @@ macro_rules! call {
 // ---- our stack ------------------------------------------------------------------------
 
 fn our_cache() -> CacheLayer<ParagonRequest, ParagonResponse, Error> {
-    CacheLayer::new(CacheConfig::new(TTL, MAX_ENTRIES), Clock::coarse())
+    CacheLayer::new(
+        CacheConfig::builder(TTL)
+            .max_entries(MAX_ENTRIES)
+            .build()
+            .unwrap(),
+        Clock::coarse(),
+    )
 }
 
 fn our_breaker() -> CircuitBreakerLayer {

@@ -45,7 +45,10 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            cache: CacheConfig::new(Duration::from_secs(300), 10_000),
+            cache: CacheConfig::builder(Duration::from_secs(300))
+                .max_entries(10_000)
+                .build()
+                .unwrap(),
             breaker: BreakerConfig::default(),
             limit: RateLimitConfig::builder(1000, Duration::from_secs(60))
                 .build()
@@ -317,7 +320,11 @@ async fn an_expired_entry_is_served_stale_while_paragon_is_down_or_the_breaker_i
     let sim = sim(Faults::default()).await;
     let clock = Clock::manual();
     let settings = Settings {
-        cache: CacheConfig::new(secs(10), 100).stale_if_error(secs(60)),
+        cache: CacheConfig::builder(secs(10))
+            .max_entries(100)
+            .stale_if_error(secs(60))
+            .build()
+            .unwrap(),
         breaker: BreakerConfig::builder()
             .failure_threshold(1)
             .open_for(secs(3600))
@@ -443,7 +450,11 @@ async fn not_found_never_opens_the_breaker_and_is_cached_only_with_negative_ttl(
     assert_eq!(e.breaker.state(), BreakerState::Closed);
 
     let settings = Settings {
-        cache: CacheConfig::new(secs(300), 100).negative_ttl(secs(30)),
+        cache: CacheConfig::builder(secs(300))
+            .max_entries(100)
+            .negative_ttl(secs(30))
+            .build()
+            .unwrap(),
         ..Settings::default()
     };
     let e = edge(&sim, Clock::tokio(), settings);

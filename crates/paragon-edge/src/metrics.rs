@@ -442,6 +442,13 @@ impl Metrics {
                 "Entries in the cache.",
             );
             let _ = writeln!(w, "paragon_edge_cache_entries {}", c.entries);
+            header(
+                w,
+                "paragon_edge_cache_bytes",
+                "gauge",
+                "Bytes of the bodies in the cache.",
+            );
+            let _ = writeln!(w, "paragon_edge_cache_bytes {}", c.bytes);
         }
         if let Some(l) = &layers.limiter {
             header(

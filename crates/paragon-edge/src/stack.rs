@@ -127,11 +127,18 @@ pub enum BuildError {
 }
 
 /// The layer settings of a validated [`Config`].
-pub fn cache_config(config: &Config) -> CacheConfig {
+pub fn cache_config(config: &Config) -> Result<CacheConfig, BuildError> {
     let c = &config.cache;
-    CacheConfig::new(c.ttl.0, c.max_entries)
+    CacheConfig::builder(c.ttl.0)
+        .max_entries(c.max_entries)
+        .max_bytes(c.max_bytes)
         .stale_if_error(c.stale_if_error.0)
         .negative_ttl(c.negative_ttl.0)
+        .build()
+        .map_err(|source| BuildError::Layer {
+            section: "cache",
+            source,
+        })
 }
 
 /// The breaker settings of a validated [`Config`].
@@ -242,9 +249,9 @@ pub fn build(
         let layer = match (&redis, shared_cache) {
             (Some(link), true) => {
                 let tier = Arc::new(RedisTier::new(link.clone(), ParagonCodec));
-                CacheLayer::with_tier(cache_config(config), clock, tier, fill_hold(config))
+                CacheLayer::with_tier(cache_config(config)?, clock, tier, fill_hold(config))
             }
-            _ => CacheLayer::new(cache_config(config), clock),
+            _ => CacheLayer::new(cache_config(config)?, clock),
         };
         (Either::Left(layer.layer(guarded)), Some(layer.handle()))
     } else {

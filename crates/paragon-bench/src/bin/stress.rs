@@ -180,7 +180,10 @@ async fn churn(quick: bool) -> anyhow::Result<()> {
         Ok::<_, Error>(ParagonResponse::new(Resource::User(user)))
     });
     let cache = CacheLayer::<ParagonRequest, ParagonResponse, Error>::new(
-        CacheConfig::new(Duration::from_secs(300), max_entries),
+        CacheConfig::builder(Duration::from_secs(300))
+            .max_entries(max_entries)
+            .build()
+            .unwrap(),
         Clock::coarse(),
     );
     let handle = cache.handle();

@@ -122,6 +122,8 @@ pub struct CacheSection {
     pub ttl: Dur,
     /// Most entries held.
     pub max_entries: usize,
+    /// Most bytes of cached bodies held (whichever of this and `max_entries` binds first).
+    pub max_bytes: u64,
     /// Stale serving window after expiry, when the upstream cannot answer.
     pub stale_if_error: Dur,
     /// How long 404 answers are cached; 0 never.
@@ -136,6 +138,7 @@ impl Default for CacheSection {
             enabled: true,
             ttl: Dur::secs(300),
             max_entries: 100_000,
+            max_bytes: 268_435_456,
             stale_if_error: Dur::secs(600),
             negative_ttl: Dur::secs(0),
             backend: Backend::Memory,
@@ -436,6 +439,9 @@ impl Config {
         if self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
+        if self.cache.max_bytes == 0 {
+            return Err(invalid("cache.max_bytes", "must be at least 1"));
+        }
         if self.rate_limit.max_requests == 0 {
             return Err(invalid("rate_limit.max_requests", "must be at least 1"));
         }
@@ -569,6 +575,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.server.listen, "127.0.0.1:8080");
         assert_eq!(c.cache.stale_if_error, Dur::secs(600));
+        assert_eq!(c.cache.max_bytes, 268_435_456);
         assert_eq!(c.base_url().unwrap(), None);
     }
 
@@ -585,6 +592,8 @@ mod tests {
             ("[cache]\nttl = \"0s\"", "cache.ttl"),
             ("[cache]\nttl = \"-5s\"", "cache.ttl"),
             ("[cache]\nttl = \"soon\"", "cache.ttl"),
+            ("[cache]\nmax_bytes = 0", "cache.max_bytes"),
+            ("[cache]\nmax_bytes = -1", "cache.max_bytes"),
             (
                 "[circuit_breaker]\nfailure_rate = 1.5",
                 "circuit_breaker.failure_rate",

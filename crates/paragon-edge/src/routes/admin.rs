@@ -27,6 +27,8 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 "backend": config.cache.backend,
                 "entries": st.entries,
                 "max_entries": config.cache.max_entries,
+                "bytes": st.bytes,
+                "max_bytes": config.cache.max_bytes,
                 "hits": st.hits,
                 "misses": st.misses,
                 "stale": st.stale,
