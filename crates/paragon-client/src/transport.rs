@@ -247,11 +247,8 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// Reads the body, refusing it as soon as it passes `limit` bytes.
-///
-/// The body kept is exactly its length: a cache may hold it for minutes, and a buffer
-/// frozen with spare capacity (1 KiB for a 200-byte body sent without a length, or a
-/// `Content-Length` larger than the body) would keep that capacity alive with it.
+/// Reads the body, refusing it as soon as it passes `limit` bytes. (What a cache keeps
+/// is [`User`]'s own exact copy, so this buffer's spare capacity never outlives the call.)
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
@@ -269,10 +266,6 @@ async fn read_limited(
             return Err(Error::BodyTooLarge { limit });
         }
         body.extend_from_slice(&chunk);
-    }
-    // A few spare bytes are not worth a copy; more than 1/16 of the body are.
-    if body.capacity() - body.len() > body.len() / 16 {
-        return Ok(Bytes::copy_from_slice(&body));
     }
     Ok(body.freeze())
 }

@@ -8,6 +8,13 @@ use paragon_edge::config::Config;
 use paragon_edge::server;
 use tracing_subscriber::EnvFilter;
 
+/// The cache keeps bodies for minutes among each request's short-lived buffers of
+/// similar sizes. glibc's allocator fragments its heap between the two: a cached 2 KB
+/// user cost its body + ~530 B. mimalloc keeps sizes apart in pages of their own;
+/// BENCHMARKS.md ("Memory per cached user") has the figures with each allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// ParagoN Edge: a cached, rate-limited, circuit-broken ParagoN API for frontends.
 #[derive(Parser, Debug)]
 #[command(name = "paragon-edge", version, about)]

@@ -428,6 +428,12 @@ impl<K: Hash + Eq + Clone, V> ShardWrite<'_, K, V> {
             let i = if let Some(i) = shard.free.pop() {
                 i as usize
             } else if shard.slots.len() < per_shard {
+                // Grown by doubling, but never past the shard's share: a full cache
+                // keeps no slack of empty slots (a fifth of a slot per entry at worst).
+                let len = shard.slots.len();
+                if len == shard.slots.capacity() {
+                    shard.slots.reserve_exact(len.max(4).min(per_shard - len));
+                }
                 shard.slots.push(None);
                 shard.slots.len() - 1
             } else {
@@ -653,6 +659,21 @@ mod tests {
             for k in 0..(max as u32 * 5) {
                 put(&t, k, Timestamp(0));
                 assert!(t.len() <= max, "max {max}: {} entries", t.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_shard_keeps_no_slack_of_empty_slots() {
+        for max in [10usize, 1000, 5000] {
+            let t: Table<u32, u32, ()> = Table::new(max, u64::MAX);
+            for k in 0..(max as u32 * 3) {
+                put(&t, k, Timestamp(0));
+            }
+            for shard in t.shards.iter() {
+                let slots = &shard.write().slots;
+                assert_eq!(slots.len(), t.per_shard, "max {max}: the ring is full");
+                assert_eq!(slots.capacity(), t.per_shard, "max {max}: and exactly so");
             }
         }
     }
