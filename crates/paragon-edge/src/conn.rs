@@ -44,7 +44,7 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 use crate::metrics::{CloseReason, Metrics};
-use axum::Router;
+use axum::response::Response;
 
 /// The limits every connection is served under (`[server]`).
 #[derive(Clone, Copy, Debug)]
@@ -271,12 +271,13 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
     }
 }
 
-/// The edge as hyper calls it for one connection: each request carries the peer's
-/// address (`ConnectInfo`) and counts as being answered until its answer is ready.
+/// The edge as hyper calls it for one connection: each request counts as being answered
+/// until its answer is ready, and carries the peer's address (`ConnectInfo`) when
+/// something reads it.
 #[derive(Clone)]
-struct ConnService {
-    app: Router,
-    peer: SocketAddr,
+struct ConnService<S> {
+    app: S,
+    peer: Option<SocketAddr>,
     requests: Arc<Requests>,
 }
 
@@ -309,16 +310,21 @@ impl<F: Future> Future for Answering<F> {
     }
 }
 
-impl hyper::service::Service<http::Request<Incoming>> for ConnService {
-    type Response = axum::response::Response;
+impl<S> hyper::service::Service<http::Request<Incoming>> for ConnService<S>
+where
+    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible> + Clone,
+{
+    type Response = Response;
     type Error = Infallible;
-    type Future = Answering<<Router as Service<http::Request<Incoming>>>::Future>;
+    type Future = Answering<S::Future>;
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
-        request.extensions_mut().insert(ConnectInfo(self.peer));
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(ConnectInfo(peer));
+        }
         self.requests.started.fetch_add(1, Ordering::Relaxed);
         let busy = Some(BusyGuard(self.requests.clone()));
-        // A router is always ready; hyper calls without asking.
+        // The edge is always ready (a router is); hyper calls without asking.
         Answering {
             inner: self.app.clone().call(request),
             busy,
@@ -335,14 +341,22 @@ fn out_of_resources(e: &io::Error) -> bool {
 
 /// Accepts connections on `listener` and serves each with `app` until `stop` turns
 /// true; then stops accepting, asks every connection to close after its current
-/// request, and returns once all are closed.
-pub async fn serve(
+/// request, and returns once all are closed. With `peer_info`, each request carries
+/// the peer's address as `ConnectInfo` (for per-client limits).
+pub async fn serve<S>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: ConnLimits,
     metrics: Arc<Metrics>,
+    peer_info: bool,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     metrics.set_connection_cap(limits.max_connections);
     let mut accept_failing = false;
@@ -412,6 +426,7 @@ pub async fn serve(
         let stop = stop.clone();
         tokio::spawn(async move {
             metrics.connection_opened();
+            let peer = peer_info.then_some(peer);
             serve_one(stream, peer, app, limits, metrics.clone(), stop).await;
             metrics.connection_ended();
             drop(permit);
@@ -422,14 +437,20 @@ pub async fn serve(
     let _ = slots.acquire_many(all).await;
 }
 
-async fn serve_one(
+async fn serve_one<S>(
     stream: TcpStream,
-    peer: SocketAddr,
-    app: Router,
+    peer: Option<SocketAddr>,
+    app: S,
     limits: ConnLimits,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let requests = Arc::new(Requests::new());
     let io = Guarded::new(stream, requests.clone(), limits, metrics);
     let service = ConnService {
@@ -447,7 +468,7 @@ async fn serve_one(
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(?peer, error = %e, "connection ended with an error");
             }
             return;
         }

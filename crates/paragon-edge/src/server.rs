@@ -130,6 +130,7 @@ pub async fn run(
         app(state.clone()),
         conn_limits(&state.0.config),
         state.metrics().clone(),
+        state.0.client_limit.is_some(),
         stop_rx,
     );
     let deadline = async move {
