@@ -5,7 +5,7 @@
 #                           per request (callgrind), stress, Redis limiter latency;
 #                           about 6 minutes on 2 cores
 #   bench/run.sh --quick    the same, shorter runs; about 2 minutes once built
-#   bench/run.sh --only http|instr|stress|redis   one section
+#   bench/run.sh --only http|instr|stress|attack|redis   one section
 #   CARGO_TARGET_DIR=...    where the release binaries are built (default: target/)
 #   BENCH_NO_BUILD=1        use the binaries already built
 #
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --only) ONLY="$2"; shift ;;
-    *) echo "usage: $0 [--quick] [--only http|instr|stress|redis]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--only http|instr|stress|attack|redis]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -293,6 +293,16 @@ if want stress; then
   for s in overload stampede churn; do
     timeout 120 "$BIN/stress" "$s" $Q | tee -a "$OUT/stress.jsonl"
   done
+fi
+
+# ---------------------------------------------------------------- memory and attacks
+# Memory per cached user (100,000 users of ~200 B and of 2 KB), then memory and
+# descriptors of the edge under connection attacks (slowloris, unfinished 400 KB heads,
+# idle keep-alives).
+if want attack; then
+  Q=""; [ "$QUICK" = 1 ] && Q="--quick"
+  timeout 600 "$BIN/cache_memory" --external-sim | tee "$OUT/cache_memory.jsonl"
+  timeout 300 python3 "$ROOT/bench/attack.py" --edge "$BIN/paragon-edge" $Q | tee "$OUT/attack.jsonl"
 fi
 
 # ---------------------------------------------------------------- Redis limiter
