@@ -392,6 +392,12 @@ where
         }
         match tier.claim(key, link.hold).await {
             Claim::Leader(token) => {
+                // Another instance may have published between the lookup and the claim
+                // (its publish frees the claim): use that entry rather than call again.
+                if let TierEntry::Fresh { value, fresh_for } = tier.lookup(key).await {
+                    tier.release(key, token).await;
+                    return Filled::Shared { value, fresh_for };
+                }
                 let result = inner.oneshot(req).await;
                 match &result {
                     Ok(r) => {
