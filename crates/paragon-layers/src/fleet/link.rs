@@ -2,7 +2,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -15,6 +15,7 @@ use redis::{
     TlsCertificates, TlsMode, Value,
 };
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// Where Redis is and how it is deployed. URLs are `redis://` or `rediss://` (TLS), with
 /// an optional user and password.
