@@ -99,18 +99,12 @@ async fn status(client: &reqwest::Client, inst: &Instance) -> serde_json::Value 
 }
 
 /// Polls `cond` every 20 ms for up to 10 s.
-async fn eventually<F, Fut>(what: &str, mut cond: F)
+async fn eventually<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..500 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for: {what}");
+    eventually_within(what, Duration::from_secs(10), cond).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,10 +307,7 @@ async fn redis_outage_falls_back_to_local_state_and_recovers() {
         "",
     );
     let edges = fleet(3, &config).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let client = patient_client();
     eventually("every instance sees three live instances", || async {
         status(&client, &edges[0]).await["redis"]["instances"] == 3
     })
@@ -491,6 +482,19 @@ where
     }
 }
 
+/// A client that gives up on an answer after 2 s (none should take that long).
+fn patient_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+/// One instance on `redis` (the body of `[redis]`), default budget and cache.
+async fn lone_instance(redis: &str, sim: &SimHandle) -> Instance {
+    instance(fleet_config(redis, &sim.base_url(), "", "")).await
+}
+
 /// Whether every instance uses Redis.
 async fn all_reachable(client: &reqwest::Client, edges: &[Instance]) -> bool {
     for e in edges {
@@ -646,8 +650,7 @@ async fn a_redis_cluster_keeps_the_fleet_contract() {
 
     // A standalone client pointed at a cluster node says what is wrong.
     let sim = sim(Faults::default()).await;
-    let config = fleet_config(&standalone(&cluster.urls()[0]), &sim.base_url(), "", "");
-    let edge = instance(config).await;
+    let edge = lone_instance(&standalone(&cluster.urls()[0]), &sim).await;
     let client = reqwest::Client::new();
     let why = reason(&client, &edge, "this Redis is a Redis Cluster node").await;
     assert!(why.contains("Redis Cluster node"), "{why}");
@@ -669,14 +672,7 @@ async fn a_cluster_failover_is_followed_and_the_budget_still_holds() {
         "",
     );
     let edges = fleet(3, &config).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    eventually("every instance uses the cluster", || {
-        all_reachable(&client, &edges)
-    })
-    .await;
+    let client = patient_client();
 
     // Kill the master of the budget's slot; its replica takes over.
     let slot = cluster.slot_of("paragon-edge:{rate}:tat");
@@ -721,14 +717,7 @@ async fn sentinel_keeps_the_fleet_contract_and_follows_a_failover() {
         "",
     );
     let edges = fleet(3, &config).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    eventually("every instance uses the master", || {
-        all_reachable(&client, &edges)
-    })
-    .await;
+    let client = patient_client();
     let old = set.master.port();
     let killed = Instant::now();
     set.master.kill();
@@ -772,7 +761,7 @@ async fn a_missing_or_wrong_password_is_shown_with_its_cause() {
     let client = reqwest::Client::new();
     let wrong = format!("redis://:the-wrong-pw@127.0.0.1:{}", redis.port());
     for url in [redis.url_without_password(), wrong] {
-        let edge = instance(fleet_config(&standalone(&url), &sim.base_url(), "", "")).await;
+        let edge = lone_instance(&standalone(&url), &sim).await;
         let why = reason(&client, &edge, "authentication failed").await;
         assert!(why.starts_with("authentication failed"), "{url}: {why}");
         let st = status(&client, &edge).await;
@@ -808,7 +797,7 @@ async fn a_tls_failure_is_shown_with_its_cause() {
         redis.url(),
         tls.other_ca_cert.display()
     );
-    let edge = instance(fleet_config(&section, &sim.base_url(), "", "")).await;
+    let edge = lone_instance(&section, &sim).await;
     let why = reason(&client, &edge, "TLS failure").await;
     assert!(why.starts_with("TLS failure"), "{why}");
     assert!(why.contains("certificate"), "{why}");
@@ -817,17 +806,8 @@ async fn a_tls_failure_is_shown_with_its_cause() {
         Some(0.0)
     );
     // Plain text to a TLS port.
-    let edge = instance(fleet_config(
-        &standalone(
-            &redis
-                .url_without_password()
-                .replace("rediss://", "redis://"),
-        ),
-        &sim.base_url(),
-        "",
-        "",
-    ))
-    .await;
+    let plain = redis.url().replace("rediss://", "redis://");
+    let edge = lone_instance(&standalone(&plain), &sim).await;
     // The server drops the connection at the first bytes that are not TLS.
     reason(&client, &edge, "connection lost").await;
 }
@@ -840,13 +820,7 @@ async fn a_redis_that_refuses_scripts_is_shown_with_its_cause() {
     });
     let sim = sim(Faults::default()).await;
     let client = reqwest::Client::new();
-    let edge = instance(fleet_config(
-        &standalone(&redis.url()),
-        &sim.base_url(),
-        "",
-        "",
-    ))
-    .await;
+    let edge = lone_instance(&standalone(&redis.url()), &sim).await;
     let why = reason(&client, &edge, "Redis refused the fleet's scripts").await;
     assert!(why.contains("scripts"), "{why}");
     assert_eq!(status(&client, &edge).await["redis"]["reachable"], false);
@@ -894,13 +868,7 @@ async fn a_connection_killed_while_redis_is_down_is_replaced() {
     let redis = RedisServer::start();
     let sim = sim(Faults::default()).await;
     let client = reqwest::Client::new();
-    let edge = instance(fleet_config(
-        &standalone(&redis.url()),
-        &sim.base_url(),
-        "",
-        "",
-    ))
-    .await;
+    let edge = lone_instance(&standalone(&redis.url()), &sim).await;
     eventually("the instance uses Redis", || {
         all_reachable(&client, std::slice::from_ref(&edge))
     })
