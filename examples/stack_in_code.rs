@@ -26,12 +26,14 @@ async fn main() -> anyhow::Result<()> {
         });
     let stack = tower::ServiceBuilder::new()
         .layer(CacheLayer::new(
-            CacheConfig::new(Duration::from_secs(300), 10_000),
+            CacheConfig::builder(Duration::from_secs(300))
+                .max_entries(10_000)
+                .build()?,
             clock.clone(),
         ))
         .layer(breaker)
         .layer(RateLimitLayer::memory(
-            RateLimitConfig::new(100, Duration::from_secs(60))?,
+            RateLimitConfig::builder(100, Duration::from_secs(60)).build()?,
             clock,
         ))
         .service(transport);

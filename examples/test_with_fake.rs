@@ -19,7 +19,7 @@ where
         > + Clone,
 {
     match client.fetch_user(id).await {
-        Ok(user) => format!("Hello, {}!", user.name().unwrap_or("friend")),
+        Ok(user) => format!("Hello, {}!", user.name().as_deref().unwrap_or("friend")),
         Err(Error::NotFound) => "Hello, stranger!".into(),
         Err(_) => "Hello! (profile unavailable)".into(),
     }
@@ -32,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
     fake.fail("bob", Error::UpstreamStatus { status: 503 });
 
     let cache = CacheLayer::new(
-        CacheConfig::new(Duration::from_secs(60), 100),
+        CacheConfig::builder(Duration::from_secs(60))
+            .max_entries(100)
+            .build()?,
         Clock::tokio(),
     );
     let client = ParagonClient::new(

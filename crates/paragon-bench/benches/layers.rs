@@ -157,20 +157,28 @@ macro_rules! call {
 // ---- our stack ------------------------------------------------------------------------
 
 fn our_cache() -> CacheLayer<ParagonRequest, ParagonResponse, Error> {
-    CacheLayer::new(CacheConfig::new(TTL, MAX_ENTRIES), Clock::coarse())
+    CacheLayer::new(
+        CacheConfig::builder(TTL)
+            .max_entries(MAX_ENTRIES)
+            .build()
+            .unwrap(),
+        Clock::coarse(),
+    )
 }
 
 fn our_breaker() -> CircuitBreakerLayer {
-    let config = BreakerConfig {
-        failure_threshold: FAILURES_TO_OPEN,
-        open_for: OPEN_FOR,
-        ..BreakerConfig::default()
-    };
+    let config = BreakerConfig::builder()
+        .failure_threshold(FAILURES_TO_OPEN)
+        .open_for(OPEN_FOR)
+        .build()
+        .expect("valid breaker settings");
     CircuitBreakerLayer::new(config, Clock::coarse())
 }
 
 fn our_limiter() -> RateLimitLayer<paragon_layers::rate_limit::MemoryStore> {
-    let config = RateLimitConfig::new(BUDGET, Duration::from_secs(1)).expect("valid budget");
+    let config = RateLimitConfig::builder(BUDGET, Duration::from_secs(1))
+        .build()
+        .expect("valid budget");
     RateLimitLayer::memory(config, Clock::coarse())
 }
 

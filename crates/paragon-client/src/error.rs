@@ -61,6 +61,10 @@ pub enum Error {
     /// Too many calls to ParagoN are in flight already (`upstream.max_concurrency`).
     #[error("too many calls to ParagoN are in flight; try again shortly")]
     Overloaded,
+    /// This process ran out of a resource of its own (file descriptors, sockets) before
+    /// ParagoN was reached; nothing is known about ParagoN.
+    #[error("a local resource is exhausted: {0}")]
+    Local(String),
     /// A shared fill ended without an answer (its task was cancelled).
     #[error("the shared request ended without an answer")]
     FillAborted(#[from] FillAborted),
@@ -76,22 +80,27 @@ impl Error {
             Error::UpstreamRateLimited { retry_after } => Some(*retry_after),
             Error::RateLimited(r) => Some(r.retry_after),
             Error::CircuitOpen(c) => Some(c.retry_after),
-            Error::Overloaded => Some(Duration::from_secs(1)),
+            Error::Overloaded | Error::Local(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
 
     /// Whether this is a failure of ParagoN itself (what the breaker counts).
+    ///
+    /// A body for another id is malformed but not counted: a client chooses the ids, and a
+    /// ParagoN that normalises them (answers `abcd` for `ABCD`) would otherwise let any
+    /// client open the breaker. Local resource errors are ours, not ParagoN's.
     pub fn is_upstream_failure(&self) -> bool {
-        matches!(
-            self,
-            Error::UpstreamStatus { status: 500.. }
-                | Error::Timeout { .. }
-                | Error::Connect(_)
-                | Error::Transport(_)
-                | Error::Malformed(_)
-                | Error::BodyTooLarge { .. }
-        )
+        match self {
+            Error::Malformed(UserDecodeError::WrongId { .. }) => false,
+            Error::UpstreamStatus { status } => *status >= 500,
+            Error::Timeout { .. }
+            | Error::Connect(_)
+            | Error::Transport(_)
+            | Error::Malformed(_)
+            | Error::BodyTooLarge { .. } => true,
+            _ => false,
+        }
     }
 
     /// A short, stable name of the kind, for metrics labels and logs.
@@ -111,6 +120,7 @@ impl Error {
             Error::CircuitOpen(_) => "circuit_open",
             Error::FillAborted(_) => "fill_aborted",
             Error::Overloaded => "overloaded",
+            Error::Local(_) => "local",
             Error::Internal(_) => "internal",
         }
     }
@@ -135,6 +145,15 @@ impl UpstreamThrottle for Error {
         match self {
             Error::UpstreamRateLimited { retry_after } => Some(*retry_after),
             _ => None,
+        }
+    }
+
+    fn with_upstream_retry_after(self, pause: Duration) -> Self {
+        match self {
+            Error::UpstreamRateLimited { retry_after } => Error::UpstreamRateLimited {
+                retry_after: retry_after.min(pause),
+            },
+            other => other,
         }
     }
 }
@@ -170,6 +189,12 @@ mod tests {
             assert_eq!(e.verdict(), Verdict::Failure, "{e:?}");
         }
         let never = [
+            Error::Malformed(UserDecodeError::WrongId {
+                expected: "ABCD".into(),
+                found: "abcd".into(),
+            }),
+            Error::Local("Too many open files (os error 24)".into()),
+            Error::Overloaded,
             Error::NotFound,
             Error::UpstreamStatus { status: 400 },
             Error::UpstreamStatus { status: 401 },

@@ -1,6 +1,6 @@
 use std::borrow::Cow;
 
-use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink};
+use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};
 
 use crate::{Error, Fetched, User, UserId};
 
@@ -68,6 +68,16 @@ impl ParagonResponse {
             _ => Err(Error::Internal(
                 "the stack answered a user request with another resource".into(),
             )),
+        }
+    }
+}
+
+/// An answer weighs the bytes of the document it holds, as ParagoN sent them.
+impl CacheWeight for ParagonResponse {
+    #[inline]
+    fn cache_weight(&self) -> usize {
+        match &self.resource {
+            Resource::User(user) => user.body_len(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! fake.fail("u2", Error::UpstreamStatus { status: 503 });
 //! let client = ParagonClient::new(fake.clone());
 //! let u1 = UserId::parse("u1").unwrap();
-//! assert_eq!(client.fetch_user(&u1).await.unwrap().name(), Some("Ann"));
+//! assert_eq!(client.fetch_user(&u1).await.unwrap().name().as_deref(), Some("Ann"));
 //! assert!(client.fetch_user(&UserId::parse("u2").unwrap()).await.is_err());
 //! assert_eq!(fake.calls_for("u1"), 1);
 //! # });

@@ -195,6 +195,9 @@ impl Service<ParagonRequest> for HttpTransport {
 }
 
 fn map_error(e: reqwest::Error, timeout: Duration) -> Error {
+    if let Some(local) = local_resource_error(&e) {
+        return Error::Local(local);
+    }
     if e.is_timeout() {
         Error::Timeout { timeout }
     } else if e.is_connect() {
@@ -202,6 +205,24 @@ fn map_error(e: reqwest::Error, timeout: Duration) -> Error {
     } else {
         Error::Transport(describe(&e))
     }
+}
+
+/// This process's own resources ran out (file descriptors, sockets, memory for a
+/// socket): not a fault of ParagoN, so the breaker must not count it.
+fn local_resource_error(e: &reqwest::Error) -> Option<String> {
+    use std::error::Error as _;
+    // EMFILE, ENFILE, ENOBUFS and ENOMEM on Linux and the BSDs alike.
+    const LOCAL_ERRNOS: [i32; 4] = [24, 23, 105, 12];
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error().is_some_and(|n| LOCAL_ERRNOS.contains(&n)) {
+                return Some(io.to_string());
+            }
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// The error and its causes, without the URL.
@@ -227,6 +248,10 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
+///
+/// The body kept is exactly its length: a cache may hold it for minutes, and a buffer
+/// frozen with spare capacity (1 KiB for a 200-byte body sent without a length, or a
+/// `Content-Length` larger than the body) would keep that capacity alive with it.
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
@@ -245,11 +270,21 @@ async fn read_limited(
         }
         body.extend_from_slice(&chunk);
     }
+    // A few spare bytes are not worth a copy; more than 1/16 of the body are.
+    if body.capacity() - body.len() > body.len() / 16 {
+        return Ok(Bytes::copy_from_slice(&body));
+    }
     Ok(body.freeze())
 }
 
-/// Longest pause honoured from one 429, so a bogus header cannot stop us for days.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Longest wait read from one 429's headers, so a bogus header cannot stop us for days.
+/// Every form past it (a number of seconds too large for any integer, a far date, a far
+/// Unix time) reads as exactly this; the rate limiter caps it further with its own
+/// `max_pause`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A year of seconds: an `X-RateLimit-Reset` larger than this is a Unix time.
+const YEAR_SECS: u64 = 365 * 24 * 3600;
 
 /// How long ParagoN asks us to wait after a 429: `Retry-After` (seconds or an HTTP date),
 /// else `RateLimit-Reset`, the `t=`/`reset=` parameter of `RateLimit`, or
@@ -262,7 +297,13 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    let secs = |s: &str| s.parse::<u64>().ok().map(Duration::from_secs);
+    // Whole seconds; a number too large for u64 is as far as any other oversized value.
+    let secs = |s: &str| {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(s.parse::<u64>().map_or(Duration::MAX, Duration::from_secs))
+    };
     let from_retry_after = text(RETRY_AFTER.as_str()).and_then(|v| {
         secs(v).or_else(|| {
             httpdate::parse_http_date(v)
@@ -284,7 +325,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
     let from_x = || {
         text("x-ratelimit-reset").and_then(secs).map(|d| {
             // Large values are Unix times, small ones are delays.
-            if d.as_secs() > 1_000_000_000 {
+            if d.as_secs() > YEAR_SECS {
                 let epoch = now
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default();
@@ -365,6 +406,36 @@ mod tests {
         assert_eq!(
             retry_after(&headers(&[("retry-after", "999999999")]), now),
             MAX_RETRY_AFTER
+        );
+    }
+
+    #[test]
+    fn every_oversized_retry_after_reads_as_the_cap() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let far_date = httpdate::fmt_http_date(now + Duration::from_secs(10 * 24 * 3600));
+        for (name, value) in [
+            ("retry-after", "86401"),
+            ("retry-after", "18446744073709551615"),
+            ("retry-after", "18446744073709551616"),
+            ("retry-after", "99999999999999999999999999999"),
+            ("retry-after", far_date.as_str()),
+            ("ratelimit-reset", "99999999999999999999999999999"),
+            ("x-ratelimit-reset", "99999999999999999999999999999"),
+        ] {
+            assert_eq!(
+                retry_after(&headers(&[(name, value)]), now),
+                MAX_RETRY_AFTER,
+                "{name}: {value}"
+            );
+        }
+        // A year of seconds is still a delay; one more is a Unix time (long past here).
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset", "31536000")]), now),
+            MAX_RETRY_AFTER
+        );
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset", "31536001")]), now),
+            Duration::ZERO
         );
     }
 

@@ -45,9 +45,14 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            cache: CacheConfig::new(Duration::from_secs(300), 10_000),
+            cache: CacheConfig::builder(Duration::from_secs(300))
+                .max_entries(10_000)
+                .build()
+                .unwrap(),
             breaker: BreakerConfig::default(),
-            limit: RateLimitConfig::new(1000, Duration::from_secs(60)).unwrap(),
+            limit: RateLimitConfig::builder(1000, Duration::from_secs(60))
+                .build()
+                .unwrap(),
             timeout: Duration::from_secs(10),
         }
     }
@@ -150,11 +155,13 @@ async fn a_caller_that_gives_up_does_not_fail_the_others() {
 async fn a_burst_of_three_times_the_budget_is_rate_limited_and_leaves_the_breaker_closed() {
     let sim = sim(Faults::default()).await;
     let settings = Settings {
-        limit: RateLimitConfig::new(10, Duration::from_secs(60)).unwrap(),
-        breaker: BreakerConfig {
-            failure_threshold: 1,
-            ..BreakerConfig::default()
-        },
+        limit: RateLimitConfig::builder(10, Duration::from_secs(60))
+            .build()
+            .unwrap(),
+        breaker: BreakerConfig::builder()
+            .failure_threshold(1)
+            .build()
+            .expect("valid breaker settings"),
         ..Settings::default()
     };
     let e = edge(&sim, Clock::tokio(), settings);
@@ -191,10 +198,10 @@ async fn paragons_429_stops_upstream_calls_until_its_retry_after_has_passed() {
     // while the HTTP exchange runs on real time.
     let clock = Clock::manual();
     let settings = Settings {
-        breaker: BreakerConfig {
-            failure_threshold: 1,
-            ..BreakerConfig::default()
-        },
+        breaker: BreakerConfig::builder()
+            .failure_threshold(1)
+            .build()
+            .expect("valid breaker settings"),
         ..Settings::default()
     };
     let e = edge(&sim, clock.clone(), settings);
@@ -287,7 +294,9 @@ async fn paragons_429_pause_on_paused_tokio_time() {
 async fn a_hit_uses_no_budget_and_does_not_touch_the_breaker() {
     let sim = sim(Faults::default()).await;
     let settings = Settings {
-        limit: RateLimitConfig::new(1, Duration::from_secs(60)).unwrap(),
+        limit: RateLimitConfig::builder(1, Duration::from_secs(60))
+            .build()
+            .unwrap(),
         ..Settings::default()
     };
     let e = edge(&sim, Clock::tokio(), settings);
@@ -311,12 +320,16 @@ async fn an_expired_entry_is_served_stale_while_paragon_is_down_or_the_breaker_i
     let sim = sim(Faults::default()).await;
     let clock = Clock::manual();
     let settings = Settings {
-        cache: CacheConfig::new(secs(10), 100).stale_if_error(secs(60)),
-        breaker: BreakerConfig {
-            failure_threshold: 1,
-            open_for: secs(3600),
-            ..BreakerConfig::default()
-        },
+        cache: CacheConfig::builder(secs(10))
+            .max_entries(100)
+            .stale_if_error(secs(60))
+            .build()
+            .unwrap(),
+        breaker: BreakerConfig::builder()
+            .failure_threshold(1)
+            .open_for(secs(3600))
+            .build()
+            .expect("valid breaker settings"),
         ..Settings::default()
     };
     let e = edge(&sim, clock.clone(), settings);
@@ -392,10 +405,10 @@ async fn timeouts_count_as_failures() {
     })
     .await;
     let settings = Settings {
-        breaker: BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
+        breaker: BreakerConfig::builder()
+            .failure_threshold(2)
+            .build()
+            .expect("valid breaker settings"),
         timeout: Duration::from_millis(200),
         ..Settings::default()
     };
@@ -420,10 +433,10 @@ async fn timeouts_count_as_failures() {
 async fn not_found_never_opens_the_breaker_and_is_cached_only_with_negative_ttl() {
     let sim = sim(Faults::default()).await;
     let settings = Settings {
-        breaker: BreakerConfig {
-            failure_threshold: 1,
-            ..BreakerConfig::default()
-        },
+        breaker: BreakerConfig::builder()
+            .failure_threshold(1)
+            .build()
+            .expect("valid breaker settings"),
         ..Settings::default()
     };
     let e = edge(&sim, Clock::tokio(), settings);
@@ -437,7 +450,11 @@ async fn not_found_never_opens_the_breaker_and_is_cached_only_with_negative_ttl(
     assert_eq!(e.breaker.state(), BreakerState::Closed);
 
     let settings = Settings {
-        cache: CacheConfig::new(secs(300), 100).negative_ttl(secs(30)),
+        cache: CacheConfig::builder(secs(300))
+            .max_entries(100)
+            .negative_ttl(secs(30))
+            .build()
+            .unwrap(),
         ..Settings::default()
     };
     let e = edge(&sim, Clock::tokio(), settings);
@@ -458,10 +475,10 @@ async fn malformed_answers_are_failures_and_never_cached() {
     })
     .await;
     let settings = Settings {
-        breaker: BreakerConfig {
-            failure_threshold: 3,
-            ..BreakerConfig::default()
-        },
+        breaker: BreakerConfig::builder()
+            .failure_threshold(3)
+            .build()
+            .expect("valid breaker settings"),
         ..Settings::default()
     };
     let e = edge(&sim, Clock::tokio(), settings);

@@ -21,7 +21,7 @@ async fn a_user_is_fetched_from_its_path_with_the_bearer_key() {
     let server = serve(|_| json_ok(r#"{"id":"u-42","name":"Ann"}"#)).await;
     let t = transport(&server.url, |c| c.api_key = Secret::new("sk-test-123"));
     let user = fetch(&t, "u-42").await.unwrap();
-    assert_eq!(user.name(), Some("Ann"));
+    assert_eq!(user.name().as_deref(), Some("Ann"));
     let seen = server.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(
@@ -60,7 +60,8 @@ async fn unknown_fields_and_the_exact_bytes_are_preserved() {
     assert_eq!(&user.raw_json()[..], BODY.as_bytes());
     assert_eq!(user.get("zeta").unwrap()["a"][1], serde_json::json!(2.5));
     assert!(user.get("x-new").unwrap().is_null());
-    let keys: Vec<&str> = user.fields().keys().map(String::as_str).collect();
+    let fields = user.fields();
+    let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
     assert_eq!(keys, ["zeta", "id", "name", "x-new", "emoji"]);
 }
 

@@ -16,17 +16,22 @@
 //! # Layout
 //! - [`config`] — the TOML/environment configuration, validated once;
 //! - [`stack`] — the one composition of the layers;
-//! - [`app`] — `app(state) -> EdgeApp`: the router, CORS, and the front layer (request
-//!   ids, counters, in-flight tracking);
+//! - [`app`] — `app(state) -> Router`: the routes behind CORS, counting and request ids;
+//! - [`state`] — what every handler serves from;
+//! - [`client_limit`] — per-client budgets (`[client_limit]`);
 //! - [`routes`] — handlers: users, batch, health, metrics, admin;
 //! - [`problem`] — errors as `application/problem+json`;
 //! - [`metrics`] — counters and the Prometheus text;
+//! - [`conn`] — frontend connections: the accept loop, its cap and the timeouts;
 //! - [`server`] — build, run with graceful shutdown, signals.
 
 pub mod app;
+pub mod client_limit;
 pub mod config;
+pub mod conn;
 pub mod metrics;
 pub mod problem;
 pub mod routes;
 pub mod server;
 pub mod stack;
+pub mod state;

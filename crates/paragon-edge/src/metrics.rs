@@ -61,7 +61,7 @@ impl Route {
 }
 
 /// Outcomes of an upstream call, as metric labels.
-const OUTCOMES: [&str; 10] = [
+const OUTCOMES: [&str; 11] = [
     "ok",
     "not_found",
     "upstream_rate_limited",
@@ -71,6 +71,7 @@ const OUTCOMES: [&str; 10] = [
     "transport",
     "malformed",
     "body_too_large",
+    "local",
     "other",
 ];
 
@@ -104,12 +105,43 @@ fn state_index(s: BreakerState) -> usize {
 #[repr(align(128))]
 struct Padded<T>(T);
 
+/// Why the edge closed a frontend's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A request head was not finished within `server.header_read_timeout`.
+    HeaderTimeout,
+    /// Nothing happened for `server.idle_timeout` (or an answer was not read).
+    Idle,
+}
+
+impl CloseReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::Idle => "idle_timeout",
+        }
+    }
+}
+
+/// Frontend connections.
+#[derive(Default)]
+struct Connections {
+    open: AtomicI64,
+    max: AtomicU64,
+    at_cap: AtomicI64,
+    closed_header_timeout: AtomicU64,
+    closed_idle: AtomicU64,
+}
+
 /// Counters of one edge instance.
 pub struct Metrics {
     http: Vec<Padded<Vec<AtomicU64>>>,
     upstream: Padded<Upstream>,
     transitions: [[AtomicU64; 4]; 4],
     redis_up: AtomicI64,
+    connections: Padded<Connections>,
+    client_limited: AtomicU64,
 }
 
 struct Upstream {
@@ -136,6 +168,8 @@ impl Default for Metrics {
             }),
             transitions: Default::default(),
             redis_up: AtomicI64::new(-1),
+            connections: Padded(Connections::default()),
+            client_limited: AtomicU64::new(0),
         }
     }
 }
@@ -169,6 +203,62 @@ impl Metrics {
     /// Records whether the shared store is reachable (fleet mode).
     pub fn set_redis_up(&self, up: bool) {
         self.redis_up.store(i64::from(up), Ordering::Relaxed);
+    }
+
+    /// Counts a request refused by `[client_limit]`.
+    pub fn client_limited(&self) {
+        self.client_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection accepted.
+    pub fn connection_opened(&self) {
+        self.connections.0.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed, for whatever reason.
+    pub fn connection_ended(&self) {
+        self.connections.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed by one of the edge's timeouts.
+    pub fn connection_closed(&self, reason: CloseReason) {
+        let c = &self.connections.0;
+        match reason {
+            CloseReason::HeaderTimeout => &c.closed_header_timeout,
+            CloseReason::Idle => &c.closed_idle,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records `server.max_connections`.
+    pub fn set_connection_cap(&self, max: usize) {
+        self.connections.0.max.store(max as u64, Ordering::Relaxed);
+    }
+
+    /// Records whether the accept loop is holding new connections back.
+    pub fn set_at_cap(&self, at_cap: bool) {
+        self.connections
+            .0
+            .at_cap
+            .store(i64::from(at_cap), Ordering::Relaxed);
+    }
+
+    /// Frontend connections open now, and the cap.
+    pub fn connections(&self) -> (i64, u64) {
+        let c = &self.connections.0;
+        (
+            c.open.load(Ordering::Relaxed),
+            c.max.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Connections closed by the head timeout and by the idle timeout so far.
+    pub fn connections_closed(&self) -> (u64, u64) {
+        let c = &self.connections.0;
+        (
+            c.closed_header_timeout.load(Ordering::Relaxed),
+            c.closed_idle.load(Ordering::Relaxed),
+        )
     }
 
     /// Upstream calls in flight now.
@@ -220,6 +310,57 @@ impl Metrics {
                 }
             }
         }
+
+        let c = &self.connections.0;
+        header(
+            w,
+            "paragon_edge_connections_open",
+            "gauge",
+            "Frontend connections open.",
+        );
+        let _ = writeln!(
+            w,
+            "paragon_edge_connections_open {}",
+            c.open.load(Ordering::Relaxed)
+        );
+        header(
+            w,
+            "paragon_edge_connections_at_cap",
+            "gauge",
+            "1 while server.max_connections are open and new ones wait in the backlog.",
+        );
+        let _ = writeln!(
+            w,
+            "paragon_edge_connections_at_cap {}",
+            c.at_cap.load(Ordering::Relaxed)
+        );
+        header(
+            w,
+            "paragon_edge_connections_closed_total",
+            "counter",
+            "Frontend connections closed by the edge's timeouts, by reason.",
+        );
+        let (head, idle) = self.connections_closed();
+        let _ = writeln!(
+            w,
+            "paragon_edge_connections_closed_total{{reason=\"header_timeout\"}} {head}"
+        );
+        let _ = writeln!(
+            w,
+            "paragon_edge_connections_closed_total{{reason=\"idle_timeout\"}} {idle}"
+        );
+
+        header(
+            w,
+            "paragon_edge_client_limit_rejections_total",
+            "counter",
+            "Requests refused because their client was over its own limit.",
+        );
+        let _ = writeln!(
+            w,
+            "paragon_edge_client_limit_rejections_total {}",
+            self.client_limited.load(Ordering::Relaxed)
+        );
 
         let u = &self.upstream.0;
         header(
@@ -301,6 +442,13 @@ impl Metrics {
                 "Entries in the cache.",
             );
             let _ = writeln!(w, "paragon_edge_cache_entries {}", c.entries);
+            header(
+                w,
+                "paragon_edge_cache_bytes",
+                "gauge",
+                "Bytes of the bodies in the cache.",
+            );
+            let _ = writeln!(w, "paragon_edge_cache_bytes {}", c.bytes);
         }
         if let Some(l) = &layers.limiter {
             header(

@@ -63,6 +63,40 @@ impl Problem {
         Problem::bad_request("invalid-id", format!("invalid user id: {e}"))
     }
 
+    /// The per-id error of a batch whose answer reached `server.max_batch_bytes`.
+    pub fn too_large_for_batch(max_bytes: usize) -> Problem {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "Batch answer too large",
+            format!(
+                "the batch answer reached server.max_batch_bytes ({max_bytes} bytes) before this id; ask for it on its own"
+            ),
+        )
+    }
+
+    /// `429` for a client over its own limit (`[client_limit]`).
+    pub fn client_limited(refusal: crate::client_limit::Refusal) -> Problem {
+        use crate::client_limit::Refusal;
+        let (detail, retry_after) = match refusal {
+            Refusal::Requests { retry_after } => (
+                "this client has sent more requests than client_limit.max_requests allows",
+                retry_after,
+            ),
+            Refusal::UpstreamShare { retry_after } => (
+                "this client's uncached ids have used its share of the upstream budget (client_limit.max_upstream_share)",
+                retry_after,
+            ),
+        };
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "client-limited",
+            "Too many requests from this client",
+            detail,
+        )
+        .retry_after(retry_after)
+    }
+
     /// `404` for a path that is not part of the API.
     pub fn no_route(path: &str) -> Problem {
         let shown: String = path.chars().take(200).collect();
@@ -116,6 +150,13 @@ impl Problem {
                 "overloaded",
                 "Overloaded",
                 e.to_string(),
+            )
+            .retry_after(Duration::from_secs(1)),
+            Error::Local(_) => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "local-resource",
+                "Edge overloaded",
+                "this edge instance ran out of a local resource; ParagoN was not called",
             )
             .retry_after(Duration::from_secs(1)),
             Error::Timeout { .. } => Problem::new(
@@ -192,6 +233,16 @@ mod tests {
             (Error::Connect("x".into()), 502, None),
             (Error::UpstreamStatus { status: 500 }, 502, None),
             (Error::BodyTooLarge { limit: 1 }, 502, None),
+            (Error::Overloaded, 503, Some(1)),
+            (Error::Local("Too many open files".into()), 503, Some(1)),
+            (
+                Error::Malformed(paragon_client::UserDecodeError::WrongId {
+                    expected: "ABCD".into(),
+                    found: "abcd".into(),
+                }),
+                502,
+                None,
+            ),
         ];
         for (e, status, retry) in cases {
             let p = Problem::from_error(&e);

@@ -8,10 +8,13 @@ use paragon_layers::Clock;
 use paragon_sim::{SimConfig, SimHandle, Simulator};
 use tokio::net::TcpListener;
 
-use crate::app::{app, AppState};
+use crate::app::app;
+use crate::client_limit::ClientLimiter;
 use crate::config::{Config, ConfigError};
+use crate::conn::{self, ConnLimits};
 use crate::metrics::Metrics;
 use crate::stack::{self, BuildError};
+use crate::state::AppState;
 
 /// A built edge: its state, and the embedded simulator when no `upstream.base_url` is set.
 pub struct Edge {
@@ -56,8 +59,8 @@ pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
             (url, Some(sim))
         }
     };
-    let upstream = base_url.to_string();
-    let stack = stack::build(&config, base_url, clock, metrics.clone())?;
+    let upstream = crate::config::redact_url(base_url.as_str());
+    let stack = stack::build(&config, base_url, clock.clone(), metrics.clone())?;
     if let Some(link) = &stack.redis {
         // Give Redis a moment so the first requests already use the fleet's state.
         if link.wait_up(Duration::from_secs(1)).await {
@@ -68,7 +71,25 @@ pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
             );
         }
     }
-    let state = AppState::new(stack, config, metrics, upstream, simulator.is_some());
+    let client_limit = if config.client_limit.enabled {
+        let key = config.client_limit.client_key()?;
+        Some(ClientLimiter::new(
+            &config.client_limit,
+            key,
+            &config.rate_limit,
+            clock,
+        ))
+    } else {
+        None
+    };
+    let state = AppState::new(
+        stack,
+        config,
+        metrics,
+        upstream,
+        simulator.is_some(),
+        client_limit,
+    );
     Ok(Edge { state, simulator })
 }
 
@@ -83,9 +104,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_state = state.clone();
-    let drained = async move {
+    tokio::spawn(async move {
         shutdown.await;
         drain_state.begin_shutdown();
         let _ = stopping_tx.send(());
@@ -102,9 +124,15 @@ pub async fn run(
                 "shutdown grace passed with requests in flight"
             );
         }
-    };
-    let server = axum::serve(listener, axum::ServiceExt::into_make_service(app(state)))
-        .with_graceful_shutdown(drained);
+        let _ = stop_tx.send(true);
+    });
+    let server = conn::serve(
+        listener,
+        app(state.clone()),
+        conn_limits(&state.0.config),
+        state.metrics().clone(),
+        stop_rx,
+    );
     let deadline = async move {
         if stopping_rx.await.is_ok() {
             // The drain above uses `grace`; the connections get a moment more to write out.
@@ -114,11 +142,22 @@ pub async fn run(
         }
     };
     tokio::select! {
-        result = server => result,
+        () = server => Ok(()),
         () = deadline => {
             tracing::warn!("connections still open after the shutdown grace; closing them");
             Ok(())
         }
+    }
+}
+
+/// The connection limits of `config`'s `[server]`.
+pub fn conn_limits(config: &Config) -> ConnLimits {
+    let s = &config.server;
+    ConnLimits {
+        header_read_timeout: s.header_read_timeout.0,
+        idle_timeout: s.idle_timeout.0,
+        max_head_bytes: s.max_request_head_bytes,
+        max_connections: s.max_connections,
     }
 }
 

@@ -83,6 +83,13 @@ impl RateStore for EdgeStore {
         }
     }
 
+    async fn resume(&self) -> bool {
+        match self {
+            EdgeStore::Memory(m) => m.resume().await,
+            EdgeStore::Redis(r) => r.resume().await,
+        }
+    }
+
     fn try_acquire_now(&self, gcra: &Gcra, max_wait: Duration) -> Option<Acquire> {
         match self {
             EdgeStore::Memory(m) => m.try_acquire_now(gcra, max_wait),
@@ -120,43 +127,50 @@ pub enum BuildError {
 }
 
 /// The layer settings of a validated [`Config`].
-pub fn cache_config(config: &Config) -> CacheConfig {
+pub fn cache_config(config: &Config) -> Result<CacheConfig, BuildError> {
     let c = &config.cache;
-    CacheConfig::new(c.ttl.0, c.max_entries)
+    CacheConfig::builder(c.ttl.0)
+        .max_entries(c.max_entries)
+        .max_bytes(c.max_bytes)
         .stale_if_error(c.stale_if_error.0)
         .negative_ttl(c.negative_ttl.0)
+        .build()
+        .map_err(|source| BuildError::Layer {
+            section: "cache",
+            source,
+        })
 }
 
 /// The breaker settings of a validated [`Config`].
 pub fn breaker_config(config: &Config) -> Result<BreakerConfig, BuildError> {
     let b = &config.circuit_breaker;
-    let bc = BreakerConfig {
-        failure_threshold: b.failure_threshold,
-        failure_rate: b.failure_rate,
-        window: b.window.0,
-        minimum_calls: b.minimum_calls,
-        open_for: b.open_for.0,
-        half_open_max_calls: std::num::NonZeroU32::new(b.half_open_max_calls)
-            .unwrap_or(std::num::NonZeroU32::MIN),
-        slow_call: (!b.slow_call.0.is_zero()).then_some(b.slow_call.0),
-    };
-    bc.validate().map_err(|source| BuildError::Layer {
-        section: "circuit_breaker",
-        source,
-    })?;
-    Ok(bc)
+    BreakerConfig::builder()
+        .failure_threshold(b.failure_threshold)
+        .failure_rate(b.failure_rate)
+        .window(b.window.0)
+        .minimum_calls(b.minimum_calls)
+        .open_for(b.open_for.0)
+        .half_open_max_calls(b.half_open_max_calls)
+        .slow_call(b.slow_call.0)
+        .build()
+        .map_err(|source| BuildError::Layer {
+            section: "circuit_breaker",
+            source,
+        })
 }
 
 /// The limiter settings of a validated [`Config`].
 pub fn rate_limit_config(config: &Config) -> Result<RateLimitConfig, BuildError> {
     let r = &config.rate_limit;
-    Ok(RateLimitConfig::new(r.max_requests, r.window.0)
+    RateLimitConfig::builder(r.max_requests, r.window.0)
+        .burst(r.burst)
+        .max_wait(r.max_wait.0)
+        .max_pause(r.max_pause.0)
+        .build()
         .map_err(|source| BuildError::Layer {
             section: "rate_limit",
             source,
-        })?
-        .burst(r.burst)
-        .max_wait(r.max_wait.0))
+        })
 }
 
 /// Builds the stack over ParagoN at `base_url`.
@@ -235,9 +249,9 @@ pub fn build(
         let layer = match (&redis, shared_cache) {
             (Some(link), true) => {
                 let tier = Arc::new(RedisTier::new(link.clone(), ParagonCodec));
-                CacheLayer::with_tier(cache_config(config), clock, tier, fill_hold(config))
+                CacheLayer::with_tier(cache_config(config)?, clock, tier, fill_hold(config))
             }
-            _ => CacheLayer::new(cache_config(config), clock),
+            _ => CacheLayer::new(cache_config(config)?, clock),
         };
         (Either::Left(layer.layer(guarded)), Some(layer.handle()))
     } else {

@@ -43,7 +43,7 @@ fn fleet_config(redis: &str, upstream: &str, rate_limit: &str, cache: &str) -> C
         "[server]\nadmin_token = \"{TOKEN}\"\n[cache]\nbackend = \"redis\"\n{cache}\n[rate_limit]\nbackend = \"redis\"\n{rate_limit}\n[redis]\n{redis}\n"
     ))
     .unwrap();
-    config.upstream.base_url = Some(upstream.to_string());
+    config.upstream.base_url = Some(upstream.to_string().into());
     config
 }
 

@@ -139,6 +139,7 @@ const KEYS: &[(&str, &str)] = &[
     ("cache", "enabled"),
     ("cache", "ttl"),
     ("cache", "max_entries"),
+    ("cache", "max_bytes"),
     ("cache", "stale_if_error"),
     ("cache", "negative_ttl"),
     ("cache", "backend"),

@@ -259,7 +259,7 @@ async fn unreachable_upstream_is_502() {
         .expect("a free port")
         .port();
     let mut config = paragon_edge::config::Config::from_toml("").expect("defaults");
-    config.upstream.base_url = Some(format!("http://127.0.0.1:{port}"));
+    config.upstream.base_url = Some(format!("http://127.0.0.1:{port}").into());
     let edge = paragon_edge::server::build(config, paragon_layers::Clock::tokio())
         .await
         .expect("builds");

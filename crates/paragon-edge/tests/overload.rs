@@ -419,8 +419,10 @@ async fn soak_with_random_faults_stays_within_the_contract_and_caches_no_failure
         assert_eq!(r.header("x-cache").as_deref(), Some(want), "{id}");
     }
     drop(http);
+    // The transport keeps up to max_concurrency (16) idle connections to ParagoN, each
+    // with both ends in this process; anything past that and a few more is a leak.
     wait_until("descriptors to return near the baseline", || {
-        let ok = open_fds() <= fds_before + 24;
+        let ok = open_fds() <= fds_before + 2 * 16 + 8;
         async move { ok }
     })
     .await;

@@ -43,6 +43,8 @@
 //! #[derive(Clone)]
 //! struct Doc(String, CacheStatus);
 //! impl CacheStatusSink for Doc { fn set_cache_status(&mut self, s: CacheStatus) { self.1 = s } }
+//! // What an answer weighs, for the cache's bound on bytes.
+//! impl CacheWeight for Doc { fn cache_weight(&self) -> usize { self.0.len() } }
 //! #[derive(Clone, Debug)]
 //! enum Fail { Upstream, Limited(RateLimited), Open(CircuitOpen), Aborted }
 //! impl From<RateLimited> for Fail { fn from(e: RateLimited) -> Self { Fail::Limited(e) } }
@@ -66,11 +68,11 @@
 //! let upstream = tower::service_fn(|Get(id): Get| async move {
 //!     Ok::<_, Fail>(Doc(format!("document {id}"), CacheStatus::Miss))
 //! });
-//! let cache = CacheLayer::new(CacheConfig::new(Duration::from_secs(300), 100_000), clock.clone());
+//! let cache = CacheLayer::new(CacheConfig::builder(Duration::from_secs(300)).max_entries(100_000).build().unwrap(), clock.clone());
 //! let stack = ServiceBuilder::new()
 //!     .layer(cache)
 //!     .layer(CircuitBreakerLayer::new(BreakerConfig::default(), clock.clone()))
-//!     .layer(RateLimitLayer::memory(RateLimitConfig::new(100, Duration::from_secs(60)).unwrap(), clock))
+//!     .layer(RateLimitLayer::memory(RateLimitConfig::builder(100, Duration::from_secs(60)).build().unwrap(), clock))
 //!     .service(upstream);
 //! let first = stack.clone().oneshot(Get("a".into())).await.unwrap();
 //! let second = stack.clone().oneshot(Get("a".into())).await.unwrap();

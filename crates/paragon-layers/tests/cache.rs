@@ -13,6 +13,14 @@ use tower::{Layer, Service, ServiceExt};
 
 type Svc<S> = Cache<S, Get, Doc, Fail>;
 
+/// Settings fresh for `ttl` with `max_entries`, and no byte bound that binds.
+fn settings(ttl: Duration, max_entries: usize) -> CacheConfig {
+    CacheConfig::builder(ttl)
+        .max_entries(max_entries)
+        .build()
+        .unwrap()
+}
+
 fn cache<S>(config: CacheConfig, clock: Clock, inner: S) -> (Svc<S>, CacheHandle<Get, Doc, Fail>) {
     let layer = CacheLayer::<Get, Doc, Fail>::new(config, clock);
     (layer.layer(inner), layer.handle())
@@ -35,7 +43,7 @@ fn doc(body: &str, status: CacheStatus) -> Answer {
 #[tokio::test]
 async fn a_hit_after_a_miss_does_not_call_the_upstream() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -51,7 +59,7 @@ async fn a_hit_after_a_miss_does_not_call_the_upstream() {
 async fn an_entry_expires_exactly_at_its_ttl() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), clock.clone(), up.clone());
+    let (mut svc, _) = cache(settings(secs(10), 100), clock.clone(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     clock.advance(secs(10) - Duration::from_nanos(1));
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -64,7 +72,7 @@ async fn an_entry_expires_exactly_at_its_ttl() {
 #[tokio::test(start_paused = true)]
 async fn an_entry_expires_exactly_at_its_ttl_on_paused_tokio_time() {
     let up = Scripted::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), Clock::tokio(), up.clone());
+    let (mut svc, _) = cache(settings(secs(10), 100), Clock::tokio(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     tokio::time::advance(secs(10) - Duration::from_nanos(1)).await;
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Hit));
@@ -77,7 +85,11 @@ async fn an_entry_expires_exactly_at_its_ttl_on_paused_tokio_time() {
 async fn a_stale_entry_is_served_when_the_refill_fails_within_stale_if_error() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(5));
+    let config = CacheConfig::builder(secs(10))
+        .max_entries(100)
+        .stale_if_error(secs(5))
+        .build()
+        .unwrap();
     let (mut svc, handle) = cache(config, clock.clone(), up.clone());
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
 
@@ -114,7 +126,11 @@ async fn a_stale_entry_is_served_when_the_refill_fails_within_stale_if_error() {
 async fn a_not_found_answer_ends_stale_serving_of_that_key() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(60));
+    let config = CacheConfig::builder(secs(10))
+        .max_entries(100)
+        .stale_if_error(secs(60))
+        .build()
+        .unwrap();
     let (mut svc, _) = cache(config, clock.clone(), up.clone());
     get(&mut svc, 1).await.unwrap();
     clock.advance(secs(10));
@@ -132,7 +148,11 @@ async fn a_not_found_answer_ends_stale_serving_of_that_key() {
 async fn a_later_successful_refill_replaces_a_stale_entry() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(10), 100).stale_if_error(secs(60));
+    let config = CacheConfig::builder(secs(10))
+        .max_entries(100)
+        .stale_if_error(secs(60))
+        .build()
+        .unwrap();
     let (mut svc, _) = cache(config, clock.clone(), up.clone());
     get(&mut svc, 1).await.unwrap();
     clock.advance(secs(10));
@@ -147,7 +167,7 @@ async fn a_later_successful_refill_replaces_a_stale_entry() {
 async fn without_stale_if_error_an_expired_entry_is_never_served() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(10), 100), clock.clone(), up.clone());
+    let (mut svc, _) = cache(settings(secs(10), 100), clock.clone(), up.clone());
     get(&mut svc, 1).await.unwrap();
     clock.advance(secs(10));
     up.fail(Fail::Upstream);
@@ -157,9 +177,12 @@ async fn without_stale_if_error_an_expired_entry_is_never_served() {
 #[tokio::test]
 async fn a_failure_is_never_cached() {
     let up = Scripted::new();
-    let config = CacheConfig::new(secs(60), 100)
+    let config = CacheConfig::builder(secs(60))
+        .max_entries(100)
         .negative_ttl(secs(60))
-        .stale_if_error(secs(60));
+        .stale_if_error(secs(60))
+        .build()
+        .unwrap();
     let (mut svc, handle) = cache(config, Clock::manual(), up.clone());
     for e in [Fail::Upstream, Fail::BadRequest, Fail::Throttled(secs(1))] {
         up.fail(e.clone());
@@ -177,7 +200,7 @@ async fn a_failure_is_never_cached() {
 #[tokio::test]
 async fn a_failed_fill_does_not_evict_a_cached_entry() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 1), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(settings(secs(60), 1), Clock::manual(), up.clone());
     assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
     up.fail(Fail::Upstream);
     assert_eq!(get(&mut svc, 2).await, Err(Fail::Upstream));
@@ -191,9 +214,12 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
     let clock = Clock::manual();
     let up = Scripted::new();
     up.fail(Fail::NotFound);
-    let config = CacheConfig::new(secs(300), 100)
+    let config = CacheConfig::builder(secs(300))
+        .max_entries(100)
         .negative_ttl(secs(30))
-        .stale_if_error(secs(600));
+        .stale_if_error(secs(600))
+        .build()
+        .unwrap();
     let (mut svc, _) = cache(config, clock.clone(), up.clone());
     assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
     assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
@@ -221,11 +247,7 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
     // negative_ttl = 0: every 404 goes upstream.
     let up = Scripted::new();
     up.fail(Fail::NotFound);
-    let (mut svc, handle) = cache(
-        CacheConfig::new(secs(300), 100),
-        Clock::manual(),
-        up.clone(),
-    );
+    let (mut svc, handle) = cache(settings(secs(300), 100), Clock::manual(), up.clone());
     for _ in 0..3 {
         assert_eq!(get(&mut svc, 1).await, Err(Fail::NotFound));
     }
@@ -238,7 +260,7 @@ async fn not_found_is_cached_for_negative_ttl_only_when_it_is_set() {
 #[test]
 fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     for (n, status) in [
         (1, CacheStatus::Miss),
         (1, CacheStatus::Hit),
@@ -257,7 +279,7 @@ fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
 #[tokio::test]
 async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     // All hundred calls are made before the upstream answers.
     let mut waiting = Vec::new();
     for _ in 0..100 {
@@ -283,7 +305,7 @@ async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
 async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
     let up = Scripted::new();
     up.delay(ms(200));
-    let (svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::tokio(), up.clone());
+    let (svc, _) = cache(settings(secs(60), 100), Clock::tokio(), up.clone());
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -304,7 +326,7 @@ async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
 #[tokio::test]
 async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let mut first = svc.ready().await.unwrap().call(Get(1));
     assert!((&mut first).now_or_never().is_none());
     let second = svc.ready().await.unwrap().call(Get(1));
@@ -323,7 +345,7 @@ async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
 #[tokio::test]
 async fn a_fill_whose_only_caller_gave_up_still_completes_and_is_cached() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let only = svc.ready().await.unwrap().call(Get(1));
     drop(only);
     let pending = rx.recv().await.expect("the fill reached the upstream");
@@ -341,7 +363,7 @@ async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one(
     // The upstream future is dropped without an answer (its task died): waiters get
     // FillAborted, not a hang, and the key is not stuck.
     let (up, mut rx) = Controlled::new();
-    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let waiter = svc.ready().await.unwrap().call(Get(1));
     let pending = rx.recv().await.unwrap();
     drop(pending); // the upstream future resolves to Fail::Aborted
@@ -356,7 +378,7 @@ async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one(
 async fn max_entries_bounds_the_table() {
     for max in [1usize, 10, 100, 1000] {
         let up = Scripted::new();
-        let (mut svc, handle) = cache(CacheConfig::new(secs(60), max), Clock::manual(), up.clone());
+        let (mut svc, handle) = cache(settings(secs(60), max), Clock::manual(), up.clone());
         for n in 0..(max as u32 * 10) {
             get(&mut svc, n).await.unwrap();
             let entries = handle.stats().entries;
@@ -375,7 +397,7 @@ async fn max_entries_bounds_the_table() {
 #[tokio::test]
 async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
     let up = Scripted::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     for n in 1..=3 {
         get(&mut svc, n).await.unwrap();
     }
@@ -400,7 +422,7 @@ async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
 #[tokio::test]
 async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
     let (up, mut rx) = Controlled::new();
-    let (mut svc, handle) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), up.clone());
+    let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
     let waiter = svc.ready().await.unwrap().call(Get(1));
     let pending = rx.recv().await.unwrap();
     handle.purge_all().await;
@@ -415,7 +437,7 @@ async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
 #[tokio::test]
 async fn every_service_made_by_one_layer_shares_one_table() {
     let up = Scripted::new();
-    let layer = CacheLayer::<Get, Doc, Fail>::new(CacheConfig::new(secs(60), 100), Clock::manual());
+    let layer = CacheLayer::<Get, Doc, Fail>::new(settings(secs(60), 100), Clock::manual());
     let mut a = layer.layer(up.clone());
     let mut b = layer.layer(up.clone());
     assert_eq!(get(&mut a, 1).await.unwrap().status, CacheStatus::Miss);
@@ -429,9 +451,67 @@ async fn a_type_erased_inner_service_serves_through_the_cache() {
     // Sync kind: BoxCloneSyncService.
     let up = Scripted::new();
     let inner = tower::util::BoxCloneSyncService::new(up.clone());
-    let (mut svc, _) = cache(CacheConfig::new(secs(60), 100), Clock::manual(), inner);
+    let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), inner);
     let mut clone = svc.clone();
     assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
     assert_eq!(get(&mut clone, 1).await, doc("doc 1 v1", CacheStatus::Hit));
     assert_eq!(up.calls(), 1);
+}
+
+#[tokio::test]
+async fn max_bytes_bounds_the_table_with_large_answers_and_they_stay_correct() {
+    // 200 KB answers against a 1 MB bound: at most five fit. Key 999 answers 1.2 MB,
+    // more than the whole bound: it is answered every time but never cached.
+    const MAX_BYTES: u64 = 1_000_000;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let up = tower::service_fn(move |Get(n): Get| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let size = if n == 999 { 1_200_000 } else { 200_000 };
+        let mut body = format!("doc {n} ");
+        body.extend(std::iter::repeat_n('x', size - body.len()));
+        std::future::ready(Ok::<_, Fail>(Doc::new(body)))
+    });
+    let (mut svc, handle) = cache(
+        CacheConfig::builder(secs(60))
+            .max_entries(1000)
+            .max_bytes(MAX_BYTES)
+            .build()
+            .unwrap(),
+        Clock::manual(),
+        up,
+    );
+    let check = |n: u32, answer: Answer| {
+        let doc = answer.unwrap();
+        let size = if n == 999 { 1_200_000 } else { 200_000 };
+        assert!(doc.body.starts_with(&format!("doc {n} ")), "key {n}");
+        assert_eq!(doc.body.len(), size, "key {n}");
+        doc.status
+    };
+    for round in 0..3 {
+        for n in 0..40 {
+            let answer = get(&mut svc, n).await;
+            check(n, answer);
+            let stats = handle.stats();
+            assert!(
+                stats.bytes <= MAX_BYTES,
+                "round {round}, key {n}: {stats:?}"
+            );
+            assert_eq!(stats.bytes, stats.entries as u64 * 200_000, "{stats:?}");
+        }
+    }
+    // The table was full by bytes, not by entries.
+    assert_eq!(handle.stats().entries, 5);
+    // The last key stored is a hit; one long evicted is a miss that is answered again.
+    assert_eq!(check(39, get(&mut svc, 39).await), CacheStatus::Hit);
+    assert_eq!(check(0, get(&mut svc, 0).await), CacheStatus::Miss);
+    // Too large for the bound: answered, not cached, nothing evicted for it.
+    let before = handle.stats();
+    let n = calls.load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..2 {
+        assert_eq!(check(999, get(&mut svc, 999).await), CacheStatus::Miss);
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), n + 2);
+    let after = handle.stats();
+    assert_eq!((after.entries, after.bytes), (before.entries, before.bytes));
 }

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +11,8 @@ use common::*;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use paragon_layers::circuit_breaker::{
-    BreakerConfig, BreakerHandle, BreakerState, CircuitBreaker, CircuitBreakerLayer, CircuitOpen,
-    Transition,
+    BreakerConfig, BreakerConfigBuilder, BreakerHandle, BreakerState, CircuitBreaker,
+    CircuitBreakerLayer, CircuitOpen, Transition,
 };
 use paragon_layers::rate_limit::{RateLimitCause, RateLimitConfig, RateLimitLayer, RateLimited};
 use paragon_layers::Clock;
@@ -24,17 +23,18 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use BreakerState::{Closed, ForcedOpen, HalfOpen, Open};
 
-fn config(threshold: u32) -> BreakerConfig {
-    BreakerConfig {
-        failure_threshold: threshold,
-        open_for: secs(60),
-        ..BreakerConfig::default()
-    }
+fn config(threshold: u32) -> BreakerConfigBuilder {
+    BreakerConfig::builder()
+        .failure_threshold(threshold)
+        .open_for(secs(60))
 }
 
-fn breaker<S>(config: BreakerConfig, clock: Clock, inner: S) -> (CircuitBreaker<S>, BreakerHandle) {
-    config.validate().unwrap();
-    let layer = CircuitBreakerLayer::new(config, clock);
+fn breaker<S>(
+    config: BreakerConfigBuilder,
+    clock: Clock,
+    inner: S,
+) -> (CircuitBreaker<S>, BreakerHandle) {
+    let layer = CircuitBreakerLayer::new(config.build().unwrap(), clock);
     (layer.layer(inner), layer.handle())
 }
 
@@ -135,10 +135,7 @@ async fn a_probe_failure_reopens_the_breaker_for_a_full_open_for() {
 async fn half_open_admits_at_most_half_open_max_calls_probes_at_once() {
     let clock = Clock::manual();
     let (up, mut rx) = Controlled::new();
-    let cfg = BreakerConfig {
-        half_open_max_calls: NonZeroU32::new(2).unwrap(),
-        ..config(1)
-    };
+    let cfg = config(1).half_open_max_calls(2);
     let (mut svc, handle) = breaker(cfg, clock.clone(), up.clone());
     let first = svc.call(Get(0));
     rx.try_recv().unwrap().fail(Fail::Upstream);
@@ -171,10 +168,7 @@ async fn half_open_admits_at_most_half_open_max_calls_probes_at_once() {
 async fn after_a_probe_fails_a_late_probe_success_does_not_close_the_breaker() {
     let clock = Clock::manual();
     let (up, mut rx) = Controlled::new();
-    let cfg = BreakerConfig {
-        half_open_max_calls: NonZeroU32::new(2).unwrap(),
-        ..config(1)
-    };
+    let cfg = config(1).half_open_max_calls(2);
     let (mut svc, handle) = breaker(cfg, clock.clone(), up);
     let first = svc.call(Get(0));
     rx.try_recv().unwrap().fail(Fail::Upstream);
@@ -225,13 +219,11 @@ async fn a_probe_given_up_by_its_caller_frees_its_slot() {
 
 #[tokio::test]
 async fn it_opens_on_failure_rate_only_with_minimum_calls_in_the_window() {
-    let cfg = BreakerConfig {
-        failure_threshold: 0,
-        failure_rate: 0.5,
-        minimum_calls: 10,
-        window: secs(10),
-        ..config(0)
-    };
+    let cfg = config(0)
+        .failure_threshold(0)
+        .failure_rate(0.5)
+        .minimum_calls(10)
+        .window(secs(10));
 
     // Six successes, then failures: 4/10, 5/11 stay closed; 6/12 opens.
     let clock = Clock::manual();
@@ -278,10 +270,7 @@ async fn it_opens_on_failure_rate_only_with_minimum_calls_in_the_window() {
 async fn a_slow_success_counts_as_a_failure() {
     let clock = Clock::manual();
     let (up, mut rx) = Controlled::new();
-    let cfg = BreakerConfig {
-        slow_call: Some(secs(1)),
-        ..config(1)
-    };
+    let cfg = config(1).slow_call(secs(1));
     let (mut svc, handle) = breaker(cfg, clock.clone(), up);
     let call = svc.call(Get(1));
     clock.advance(secs(1));
@@ -348,12 +337,12 @@ async fn ignored_outcomes_never_open_it_and_do_not_break_a_run_of_failures() {
 async fn a_burst_over_our_own_rate_limit_leaves_the_breaker_closed() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let breaker_layer = CircuitBreakerLayer::new(config(1), clock.clone());
+    let breaker_layer = CircuitBreakerLayer::new(config(1).build().unwrap(), clock.clone());
     let handle = breaker_layer.handle();
     let svc = ServiceBuilder::new()
         .layer(breaker_layer)
         .layer(RateLimitLayer::memory(
-            RateLimitConfig::new(10, secs(60)).unwrap(),
+            RateLimitConfig::builder(10, secs(60)).build().unwrap(),
             clock,
         ))
         .service(up.clone());
@@ -374,7 +363,7 @@ async fn a_burst_over_our_own_rate_limit_leaves_the_breaker_closed() {
 async fn transitions_are_seen_by_subscribers_and_the_listener() {
     let clock = Clock::manual();
     let seen = Arc::new(Mutex::new(Vec::<Transition>::new()));
-    let layer = CircuitBreakerLayer::with_listener(config(1), clock.clone(), {
+    let layer = CircuitBreakerLayer::with_listener(config(1).build().unwrap(), clock.clone(), {
         let seen = seen.clone();
         move |t| seen.lock().push(t)
     });
@@ -543,12 +532,12 @@ proptest! {
     ) {
         let clock = Clock::manual();
         let transitions = Arc::new(AtomicUsize::new(0));
-        let cfg = BreakerConfig {
-            failure_threshold: threshold,
-            open_for: ms(20),
-            half_open_max_calls: NonZeroU32::new(max_probes).unwrap(),
-            ..BreakerConfig::default()
-        };
+        let cfg = BreakerConfig::builder()
+            .failure_threshold(threshold)
+            .open_for(ms(20))
+            .half_open_max_calls(max_probes)
+            .build()
+            .unwrap();
         let layer = CircuitBreakerLayer::with_listener(cfg, clock.clone(), {
             let transitions = transitions.clone();
             move |_| { transitions.fetch_add(1, Ordering::SeqCst); }
@@ -617,7 +606,7 @@ proptest! {
 #[tokio::test]
 async fn closing_a_closed_breaker_is_not_a_transition() {
     let seen = Arc::new(AtomicUsize::new(0));
-    let layer = CircuitBreakerLayer::with_listener(config(1), Clock::manual(), {
+    let layer = CircuitBreakerLayer::with_listener(config(1).build().unwrap(), Clock::manual(), {
         let seen = seen.clone();
         move |_| {
             seen.fetch_add(1, Ordering::SeqCst);
@@ -642,21 +631,22 @@ async fn waiting_for_our_own_rate_limit_is_not_a_slow_upstream_call() {
     let clock = Clock::tokio();
     let up = Scripted::new();
     let breaker_layer = CircuitBreakerLayer::new(
-        BreakerConfig {
-            failure_threshold: 3,
-            slow_call: Some(ms(100)),
-            ..BreakerConfig::default()
-        },
+        BreakerConfig::builder()
+            .failure_threshold(3)
+            .slow_call(ms(100))
+            .build()
+            .unwrap(),
         clock.clone(),
     );
     let handle = breaker_layer.handle();
     let svc = ServiceBuilder::new()
         .layer(breaker_layer)
         .layer(RateLimitLayer::memory(
-            RateLimitConfig::new(10, secs(1))
-                .unwrap()
+            RateLimitConfig::builder(10, secs(1))
                 .burst(1)
-                .max_wait(secs(1)),
+                .max_wait(secs(1))
+                .build()
+                .unwrap(),
             clock,
         ))
         .service(up.clone());

@@ -49,7 +49,7 @@ fn paused(retry_after: Duration) -> Answer {
 async fn a_burst_is_admitted_then_the_next_call_is_told_exactly_when_to_retry() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = RateLimitConfig::new(10, secs(1)).unwrap();
+    let config = RateLimitConfig::builder(10, secs(1)).build().unwrap();
     let (mut svc, handle) = limiter(config, clock.clone(), up.clone());
     for n in 0..10 {
         assert!(get(&mut svc, n).await.is_ok(), "call {n} of the burst");
@@ -73,7 +73,10 @@ async fn a_burst_is_admitted_then_the_next_call_is_told_exactly_when_to_retry() 
 async fn a_smaller_burst_admits_only_that_many_at_once() {
     let clock = Clock::manual();
     let up = Scripted::new();
-    let config = RateLimitConfig::new(10, secs(1)).unwrap().burst(3);
+    let config = RateLimitConfig::builder(10, secs(1))
+        .burst(3)
+        .build()
+        .unwrap();
     let (mut svc, handle) = limiter(config, clock.clone(), up.clone());
     assert_eq!(handle.budget().await.available, 3);
     for n in 0..3 {
@@ -94,10 +97,11 @@ async fn a_smaller_burst_admits_only_that_many_at_once() {
 async fn callers_over_budget_wait_up_to_max_wait_and_are_admitted_in_order() {
     let clock = Clock::tokio();
     let up = Scripted::timed(clock.clone());
-    let config = RateLimitConfig::new(10, secs(1))
-        .unwrap()
+    let config = RateLimitConfig::builder(10, secs(1))
         .burst(1)
-        .max_wait(ms(250));
+        .max_wait(ms(250))
+        .build()
+        .unwrap();
     let (svc, handle) = limiter(config, clock.clone(), up.clone());
     let t0 = clock.now();
     // Four calls at t0: one at once, two wait 100 ms and 200 ms, the fourth would need
@@ -122,7 +126,7 @@ async fn callers_over_budget_wait_up_to_max_wait_and_are_admitted_in_order() {
 async fn an_upstream_429_pauses_every_call_until_its_retry_after_has_passed() {
     let clock = Clock::tokio();
     let up = Scripted::new();
-    let config = RateLimitConfig::new(100, secs(1)).unwrap();
+    let config = RateLimitConfig::builder(100, secs(1)).build().unwrap();
     let (mut svc, handle) = limiter(config, clock.clone(), up.clone());
     up.fail(Fail::Throttled(secs(2)));
     assert_eq!(get(&mut svc, 1).await, Err(Fail::Throttled(secs(2))));
@@ -159,7 +163,7 @@ async fn an_upstream_429_pauses_every_call_until_its_retry_after_has_passed() {
 async fn a_longer_pause_wins_over_a_shorter_one() {
     for (first, second) in [(5, 1), (1, 5)] {
         let (up, mut rx) = Controlled::new();
-        let config = RateLimitConfig::new(100, secs(1)).unwrap();
+        let config = RateLimitConfig::builder(100, secs(1)).build().unwrap();
         let (svc, handle) = limiter(config, Clock::tokio(), up.clone());
         // Two calls in flight when the 429s come back.
         let a = tokio::spawn(svc.clone().oneshot(Get(1)));
@@ -182,9 +186,10 @@ async fn a_longer_pause_wins_over_a_shorter_one() {
 async fn a_caller_with_max_wait_longer_than_the_pause_waits_it_out() {
     let clock = Clock::tokio();
     let up = Scripted::timed(clock.clone());
-    let config = RateLimitConfig::new(100, secs(1))
-        .unwrap()
-        .max_wait(secs(3));
+    let config = RateLimitConfig::builder(100, secs(1))
+        .max_wait(secs(3))
+        .build()
+        .unwrap();
     let (mut svc, _) = limiter(config, clock.clone(), up.clone());
     up.fail(Fail::Throttled(secs(2)));
     let t0 = clock.now();
@@ -202,10 +207,11 @@ async fn a_caller_with_max_wait_longer_than_the_pause_waits_it_out() {
 async fn a_caller_waiting_for_its_slot_does_not_go_upstream_during_a_429_pause() {
     let clock = Clock::tokio();
     let (up, mut rx) = Controlled::new();
-    let config = RateLimitConfig::new(10, secs(1))
-        .unwrap()
+    let config = RateLimitConfig::builder(10, secs(1))
         .burst(1)
-        .max_wait(ms(500));
+        .max_wait(ms(500))
+        .build()
+        .unwrap();
     let (svc, handle) = limiter(config, clock.clone(), up.clone());
     // A goes at once; B reserves the next slot and waits 100 ms for it.
     let a = tokio::spawn(svc.clone().oneshot(Get(1)));
@@ -238,7 +244,10 @@ async fn a_caller_waiting_for_its_slot_does_not_go_upstream_during_a_429_pause()
 #[tokio::test]
 async fn every_service_made_by_one_layer_draws_from_one_budget() {
     let up = Scripted::new();
-    let layer = RateLimitLayer::memory(RateLimitConfig::new(2, secs(60)).unwrap(), Clock::manual());
+    let layer = RateLimitLayer::memory(
+        RateLimitConfig::builder(2, secs(60)).build().unwrap(),
+        Clock::manual(),
+    );
     let mut a = layer.layer(up.clone());
     let mut b = layer.layer(up.clone());
     assert!(get(&mut a, 1).await.is_ok());
@@ -266,7 +275,7 @@ proptest! {
         let clock = Clock::manual();
         let up = Scripted::timed(clock.clone());
         let window = ms(window_ms);
-        let config = RateLimitConfig::new(max, window).unwrap().burst(burst).max_wait(ms(max_wait_ms));
+        let config = RateLimitConfig::builder(max, window).burst(burst).max_wait(ms(max_wait_ms)).build().unwrap();
         let burst = config.burst.get();
         let (mut svc, _) = limiter(config, clock.clone(), up.clone());
         rt.block_on(async {
@@ -303,7 +312,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let clock = Clock::manual();
         let up = Scripted::new();
-        let config = RateLimitConfig::new(max, ms(window_ms)).unwrap().burst(burst);
+        let config = RateLimitConfig::builder(max, ms(window_ms)).burst(burst).build().unwrap();
         let (mut svc, _) = limiter(config, clock.clone(), up.clone());
         rt.block_on(async {
             let mut retry = None;

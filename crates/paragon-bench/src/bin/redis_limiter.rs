@@ -128,7 +128,7 @@ async fn run(mode: Mode, calls: usize) -> anyhow::Result<String> {
         "Redis ({mode:?}) did not come up: {:?}",
         link.reason()
     );
-    let config = RateLimitConfig::new(1_000_000_000, Duration::from_secs(1))?;
+    let config = RateLimitConfig::builder(1_000_000_000, Duration::from_secs(1)).build()?;
     let gcra = config.gcra();
     let store = RedisRateStore::new(link.clone(), config, Clock::coarse());
     let (l50, l99) = time(calls, || async {

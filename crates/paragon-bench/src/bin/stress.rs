@@ -64,7 +64,7 @@ async fn edge_over(
     .spawn(([127, 0, 0, 1], 0).into())
     .await?;
     let mut config = Config::from_toml(toml)?;
-    config.upstream.base_url = Some(sim.base_url());
+    config.upstream.base_url = Some(sim.base_url().into());
     // The clock paragon-edge serves with: ticked by this runtime.
     let clock = Clock::coarse_on(&tokio::runtime::Handle::current());
     let edge = paragon_edge::server::build(config, clock).await?;
@@ -180,7 +180,10 @@ async fn churn(quick: bool) -> anyhow::Result<()> {
         Ok::<_, Error>(ParagonResponse::new(Resource::User(user)))
     });
     let cache = CacheLayer::<ParagonRequest, ParagonResponse, Error>::new(
-        CacheConfig::new(Duration::from_secs(300), max_entries),
+        CacheConfig::builder(Duration::from_secs(300))
+            .max_entries(max_entries)
+            .build()
+            .unwrap(),
         Clock::coarse(),
     );
     let handle = cache.handle();

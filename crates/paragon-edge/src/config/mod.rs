@@ -15,7 +15,7 @@ use url::Url;
 
 pub use paragon_client::Secret;
 pub use redis::{RedisConfig, RedisMode};
-pub use types::{Backend, Dur, RedisUrl};
+pub use types::{redact_url, Backend, Dur, RedisUrl, SecretUrl};
 
 /// The whole configuration, exactly the keys of the contract, with their defaults.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,8 @@ pub struct Config {
     pub rate_limit: RateLimitSection,
     /// `[circuit_breaker]`
     pub circuit_breaker: BreakerSection,
+    /// `[client_limit]`
+    pub client_limit: ClientLimitSection,
     /// `[redis]`
     pub redis: RedisConfig,
 }
@@ -45,10 +47,22 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Most ids in one batch request.
     pub max_batch_ids: usize,
+    /// Most bytes of users in one batch answer; ids past it get a `too-large` error.
+    pub max_batch_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Dur,
     /// Bearer token of the admin actions; empty turns them off.
     pub admin_token: Secret,
+    /// A request head begun and not finished by then closes the connection.
+    pub header_read_timeout: Dur,
+    /// A connection with nothing to do this long (no request, no bytes read or written
+    /// since accept or its last answer) is closed; so is one whose answer cannot be
+    /// written for this long (a client that does not read).
+    pub idle_timeout: Dur,
+    /// Longest request line + headers; past it: 431 and the connection closed.
+    pub max_request_head_bytes: usize,
+    /// Connections open at once; past it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,8 +71,13 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             cors_allowed_origins: Vec::new(),
             max_batch_ids: 100,
+            max_batch_bytes: 8_388_608,
             shutdown_grace: Dur::secs(10),
             admin_token: Secret::default(),
+            header_read_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(60),
+            max_request_head_bytes: 65_536,
+            max_connections: 10_000,
         }
     }
 }
@@ -69,7 +88,7 @@ impl Default for ServerConfig {
 pub struct UpstreamConfig {
     /// ParagoN's base URL; absent: the embedded simulator.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub base_url: Option<String>,
+    pub base_url: Option<SecretUrl>,
     /// ParagoN API key (or env `PARAGON_API_KEY`).
     pub api_key: Secret,
     /// Limit on a whole upstream request.
@@ -105,6 +124,8 @@ pub struct CacheSection {
     pub ttl: Dur,
     /// Most entries held.
     pub max_entries: usize,
+    /// Most bytes of cached bodies held (whichever of this and `max_entries` binds first).
+    pub max_bytes: u64,
     /// Stale serving window after expiry, when the upstream cannot answer.
     pub stale_if_error: Dur,
     /// How long 404 answers are cached; 0 never.
@@ -119,6 +140,7 @@ impl Default for CacheSection {
             enabled: true,
             ttl: Dur::secs(300),
             max_entries: 100_000,
+            max_bytes: 268_435_456,
             stale_if_error: Dur::secs(600),
             negative_ttl: Dur::secs(0),
             backend: Backend::Memory,
@@ -140,6 +162,8 @@ pub struct RateLimitSection {
     pub burst: u32,
     /// How long a call may wait for a slot; 0 rejects at once.
     pub max_wait: Dur,
+    /// Longest pause that one ParagoN 429 can impose.
+    pub max_pause: Dur,
     /// `memory`, or `redis`: one budget for every instance.
     pub backend: Backend,
 }
@@ -152,8 +176,68 @@ impl Default for RateLimitSection {
             window: Dur::secs(60),
             burst: 0,
             max_wait: Dur::secs(0),
+            max_pause: Dur::secs(900),
             backend: Backend::Memory,
         }
+    }
+}
+
+/// `[client_limit]`: fairness between the frontend clients of the edge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimitSection {
+    /// Whether clients are limited.
+    pub enabled: bool,
+    /// `ip`, or `header:NAME` (a request without that header is known by its IP).
+    pub key: String,
+    /// Edge requests per client per window (a batch counts 1 + its uncached ids).
+    pub max_requests: u32,
+    /// The window.
+    pub window: Dur,
+    /// Share of the upstream budget that one client's misses may take.
+    pub max_upstream_share: f64,
+}
+
+impl Default for ClientLimitSection {
+    fn default() -> Self {
+        ClientLimitSection {
+            enabled: false,
+            key: "ip".into(),
+            max_requests: 600,
+            window: Dur::secs(60),
+            max_upstream_share: 0.25,
+        }
+    }
+}
+
+/// How a client is known, from `client_limit.key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientKey {
+    /// By the peer's IP address.
+    Ip,
+    /// By this request header, or the IP when it is absent.
+    Header(axum::http::HeaderName),
+}
+
+impl ClientLimitSection {
+    /// `key` parsed.
+    pub fn client_key(&self) -> Result<ClientKey, ConfigError> {
+        if self.key == "ip" {
+            return Ok(ClientKey::Ip);
+        }
+        self.key
+            .strip_prefix("header:")
+            .and_then(|name| axum::http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .map(ClientKey::Header)
+            .ok_or_else(|| {
+                invalid(
+                    "client_limit.key",
+                    format!(
+                        "{:?} is neither \"ip\" nor \"header:NAME\" with a valid header name",
+                        self.key
+                    ),
+                )
+            })
     }
 }
 
@@ -283,6 +367,35 @@ impl Config {
         if self.server.max_batch_ids == 0 {
             return Err(invalid("server.max_batch_ids", "must be at least 1"));
         }
+        if self.server.max_batch_bytes == 0 {
+            return Err(invalid("server.max_batch_bytes", "must be at least 1"));
+        }
+        positive(
+            "server.header_read_timeout",
+            self.server.header_read_timeout,
+        )?;
+        positive("server.idle_timeout", self.server.idle_timeout)?;
+        // hyper's read buffer cannot be smaller than 8 KiB, and that buffer is the bound.
+        if !(8192..=16 << 20).contains(&self.server.max_request_head_bytes) {
+            return Err(invalid(
+                "server.max_request_head_bytes",
+                format!(
+                    "{} is outside 8192..=16777216 (the smallest head buffer is 8 KiB)",
+                    self.server.max_request_head_bytes
+                ),
+            ));
+        }
+        if self.server.max_connections == 0
+            || self.server.max_connections > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return Err(invalid(
+                "server.max_connections",
+                format!(
+                    "must be between 1 and {}",
+                    tokio::sync::Semaphore::MAX_PERMITS
+                ),
+            ));
+        }
         self.base_url()?;
         let key = self.upstream.api_key.expose();
         if key.chars().any(|c| c.is_control() || !c.is_ascii()) {
@@ -309,10 +422,26 @@ impl Config {
         if self.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
+        if self.cache.max_bytes == 0 {
+            return Err(invalid("cache.max_bytes", "must be at least 1"));
+        }
         if self.rate_limit.max_requests == 0 {
             return Err(invalid("rate_limit.max_requests", "must be at least 1"));
         }
         positive("rate_limit.window", self.rate_limit.window)?;
+        positive("rate_limit.max_pause", self.rate_limit.max_pause)?;
+        let cl = &self.client_limit;
+        cl.client_key()?;
+        if cl.max_requests == 0 {
+            return Err(invalid("client_limit.max_requests", "must be at least 1"));
+        }
+        positive("client_limit.window", cl.window)?;
+        if !(cl.max_upstream_share > 0.0 && cl.max_upstream_share <= 1.0) {
+            return Err(invalid(
+                "client_limit.max_upstream_share",
+                format!("{} is not in (0, 1]", cl.max_upstream_share),
+            ));
+        }
         let b = &self.circuit_breaker;
         if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate.is_nan() {
             return Err(invalid(
@@ -353,13 +482,14 @@ impl Config {
 
     /// `upstream.base_url` parsed; `None` means the embedded simulator.
     pub fn base_url(&self) -> Result<Option<Url>, ConfigError> {
-        let Some(text) = &self.upstream.base_url else {
+        let Some(secret) = &self.upstream.base_url else {
             return Ok(None);
         };
-        let url = Url::parse(text)
-            .map_err(|e| invalid("upstream.base_url", format!("{text:?} is not a URL ({e})")))?;
+        let shown = secret.redacted();
+        let url = Url::parse(secret.expose())
+            .map_err(|e| invalid("upstream.base_url", format!("{shown:?} is not a URL ({e})")))?;
         paragon_client::transport::check_base_url(&url)
-            .map_err(|m| invalid("upstream.base_url", format!("{text:?}: {m}")))?;
+            .map_err(|m| invalid("upstream.base_url", format!("{shown:?}: {m}")))?;
         Ok(Some(url))
     }
 
@@ -418,6 +548,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.server.listen, "127.0.0.1:8080");
         assert_eq!(c.cache.stale_if_error, Dur::secs(600));
+        assert_eq!(c.cache.max_bytes, 268_435_456);
         assert_eq!(c.base_url().unwrap(), None);
     }
 
@@ -434,6 +565,8 @@ mod tests {
             ("[cache]\nttl = \"0s\"", "cache.ttl"),
             ("[cache]\nttl = \"-5s\"", "cache.ttl"),
             ("[cache]\nttl = \"soon\"", "cache.ttl"),
+            ("[cache]\nmax_bytes = 0", "cache.max_bytes"),
+            ("[cache]\nmax_bytes = -1", "cache.max_bytes"),
             (
                 "[circuit_breaker]\nfailure_rate = 1.5",
                 "circuit_breaker.failure_rate",

@@ -53,15 +53,18 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-/// A Redis URL whose password never prints (the rest of it does, so the printed
-/// configuration still says where Redis is).
+/// A URL whose password never prints (the rest of it does, so the printed configuration
+/// and error messages still say where it points): `upstream.base_url` and `redis.*`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(String);
+pub struct SecretUrl(String);
 
-impl RedisUrl {
+/// A Redis URL; its password never prints.
+pub type RedisUrl = SecretUrl;
+
+impl SecretUrl {
     /// Wraps a URL.
-    pub fn new(s: impl Into<String>) -> RedisUrl {
-        RedisUrl(s.into())
+    pub fn new(s: impl Into<String>) -> SecretUrl {
+        SecretUrl(s.into())
     }
 
     /// The URL itself, for connecting.
@@ -71,32 +74,63 @@ impl RedisUrl {
 
     /// The URL with any password replaced by `redacted`.
     pub fn redacted(&self) -> String {
-        match url::Url::parse(&self.0) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("redacted"));
-                u.to_string()
-            }
-            Ok(_) => self.0.clone(),
-            Err(_) => "<not a URL>".into(),
-        }
+        redact_url(&self.0)
     }
 }
 
-impl fmt::Debug for RedisUrl {
+/// `text` with the password of its user part replaced by `redacted`; text that does not
+/// parse as a URL loses its whole user part (everything before an `@` of the authority),
+/// so a malformed URL cannot leak a password into an error message either.
+pub fn redact_url(text: &str) -> String {
+    if let Ok(mut u) = url::Url::parse(text) {
+        if u.password().is_some() {
+            let _ = u.set_password(Some("redacted"));
+            return u.to_string();
+        }
+    }
+    // Not a URL with a password as the parser reads it: drop any user part it may still
+    // hold (`scheme:user:pw@…`, `scheme://user:pw@bad host/…`).
+    let start = text
+        .find("://")
+        .map(|i| i + 3)
+        .or_else(|| text.find(':').map(|i| i + 1))
+        .unwrap_or(0);
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => format!("{}redacted{}", &text[..start], &text[start + at..]),
+        None => text.to_owned(),
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(s: String) -> Self {
+        SecretUrl(s)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(s: &str) -> Self {
+        SecretUrl(s.to_owned())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.redacted())
     }
 }
 
-impl Serialize for RedisUrl {
+impl Serialize for SecretUrl {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
     }
 }
 
-impl<'de> Deserialize<'de> for RedisUrl {
+impl<'de> Deserialize<'de> for SecretUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(RedisUrl)
+        String::deserialize(d).map(SecretUrl)
     }
 }
 
@@ -144,5 +178,15 @@ mod tests {
             RedisUrl::new("redis://127.0.0.1:6379").redacted(),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn malformed_urls_lose_their_user_part() {
+        assert_eq!(
+            redact_url("https://user:pw-secret@bad host/x"),
+            "https://redacted@bad host/x"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert!(!redact_url("a:pw-secret@b:c:d").contains("pw-secret"));
     }
 }

@@ -8,8 +8,8 @@ use paragon_client::{ParagonRequest, UserId};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -27,6 +27,8 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 "backend": config.cache.backend,
                 "entries": st.entries,
                 "max_entries": config.cache.max_entries,
+                "bytes": st.bytes,
+                "max_bytes": config.cache.max_bytes,
                 "hits": st.hits,
                 "misses": st.misses,
                 "stale": st.stale,
@@ -48,6 +50,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 "burst": cfg.burst.get(),
                 "available": budget.available,
                 "paused_for_ms": millis(budget.paused_for),
+                "max_pause_ms": millis(cfg.max_pause),
                 "admitted": st.admitted,
                 "rejected_budget": st.rejected_budget,
                 "rejected_pause": st.rejected_pause,
@@ -86,8 +89,16 @@ pub async fn status(State(state): State<AppState>) -> Response {
         }),
         None => json!({ "enabled": false }),
     };
+    let (open, max) = state.metrics().connections();
+    let (closed_header_timeout, closed_idle_timeout) = state.metrics().connections_closed();
     Json(json!({
         "ready": state.is_ready(),
+        "connections": {
+            "open": open,
+            "max": max,
+            "closed_header_timeout": closed_header_timeout,
+            "closed_idle_timeout": closed_idle_timeout,
+        },
         "redis": redis,
         "upstream": {
             "base_url": state.0.upstream,
@@ -170,6 +181,41 @@ pub async fn breaker(
         "circuit breaker forced by an operator"
     );
     Json(json!({ "state": b.state().as_str() })).into_response()
+}
+
+/// `POST /admin/rate-limit/resume`: ends ParagoN's 429 pause now, fleet-wide in Redis mode.
+pub async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&state, &headers) {
+        return *r;
+    }
+    let Some(limiter) = &state.stack().limiter else {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            "rate-limit-disabled",
+            "Conflict",
+            "the rate limiter is not enabled",
+        )
+        .into_response();
+    };
+    let paused_for = limiter.budget().await.paused_for;
+    if !limiter.resume().await {
+        tracing::error!(
+            "rate-limit pause ended here, but Redis could not be reached to end it fleet-wide"
+        );
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis-unreachable",
+            "Redis unreachable",
+            "the pause is ended on this instance only: Redis could not be reached to end it for the fleet",
+        )
+        .retry_after(std::time::Duration::from_secs(1))
+        .into_response();
+    }
+    tracing::warn!(
+        paused_for_ms = millis(paused_for),
+        "ParagoN's rate-limit pause ended by an operator"
+    );
+    Json(json!({ "resumed": true, "paused_for_ms": millis(paused_for) })).into_response()
 }
 
 /// `POST /admin/cache/purge` (everything) or `?id=` (one user).

@@ -1,9 +1,6 @@
 //! `GET /v1/users/{id}` and `GET /v1/users?ids=…`.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, RawQuery, State};
@@ -11,15 +8,10 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{
-    Error, Fetched, InvalidUserId, ParagonRequest, ParagonResponse, User, UserId,
-};
-use tower::util::Oneshot;
-use tower::ServiceExt;
+use paragon_client::{Error, Fetched, InvalidUserId, ParagonRequest, User, UserId};
 
-use crate::app::AppState;
 use crate::problem::Problem;
-use crate::stack::EdgeService;
+use crate::state::AppState;
 
 /// `x-cache: HIT | MISS | STALE` (a static name: no parsing per answer).
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -31,91 +23,25 @@ pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub async fn get_user(
     State(state): State<AppState>,
     params: Result<RawPathParams, RawPathParamsRejection>,
+    request: axum::extract::Request,
 ) -> Response {
-    let raw = params
-        .as_ref()
-        .ok()
-        .map(|params| params.iter().next().map_or("", |(_, value)| value));
-    user_answer(&state, raw).await
-}
-
-/// The answer to `GET /v1/users/{id}`, for the id as decoded from the path (`None`: it is
-/// not UTF-8 once percent-decoded).
-///
-/// Both the router's handler and the front's direct dispatch of this route
-/// ([`crate::app::EdgeApp`]) answer through it, so the two cannot differ. Its future is a
-/// concrete type: a cache hit costs no allocation for it.
-pub fn user_answer(state: &AppState, raw: Option<&str>) -> UserAnswer {
-    let Some(raw) = raw else {
-        return UserAnswer::ready(Problem::bad_request(
-            "invalid-id",
-            "the id is not valid UTF-8 once decoded",
-        ));
+    let Ok(params) = params else {
+        return Problem::bad_request("invalid-id", "the id is not valid UTF-8 once decoded")
+            .into_response();
     };
-    match UserId::parse(raw) {
-        Ok(id) => UserAnswer::calling(
-            state
-                .stack()
-                .client
-                .service()
-                .clone()
-                .oneshot(ParagonRequest::GetUser(id)),
-        ),
-        Err(e) => UserAnswer::ready(Problem::invalid_id(&e)),
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of [`user_answer`]: an answer known at once, or the call through the stack.
-    pub struct UserAnswer {
-        #[pin]
-        step: Step,
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = StepProj]
-    enum Step {
-        // Known without a call (an invalid id); `None` once taken.
-        Ready { response: Option<Response> },
-        // Through the stack.
-        Calling {
-            #[pin]
-            call: Oneshot<EdgeService, ParagonRequest>,
-        },
-    }
-}
-
-impl UserAnswer {
-    fn ready(problem: Problem) -> Self {
-        UserAnswer {
-            step: Step::Ready {
-                response: Some(problem.into_response()),
-            },
+    let raw = params.iter().next().map_or("", |(_, value)| value);
+    let id = match UserId::parse(raw) {
+        Ok(id) => id,
+        Err(e) => return Problem::invalid_id(&e).into_response(),
+    };
+    let client = state.client_of(&request);
+    if client.is_some() {
+        let misses = u32::from(!state.is_cached(&ParagonRequest::GetUser(id.clone())));
+        if let Err(p) = state.admit_client(client.as_deref(), 1, misses) {
+            return p.into_response();
         }
     }
-
-    fn calling(call: Oneshot<EdgeService, ParagonRequest>) -> Self {
-        UserAnswer {
-            step: Step::Calling { call },
-        }
-    }
-}
-
-impl Future for UserAnswer {
-    type Output = Response;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        match self.project().step.project() {
-            StepProj::Ready { response } => {
-                Poll::Ready(response.take().expect("UserAnswer polled after completion"))
-            }
-            StepProj::Calling { call } => {
-                let result = std::task::ready!(call.poll(cx));
-                Poll::Ready(user_response(result.and_then(ParagonResponse::into_user)))
-            }
-        }
-    }
+    user_response(state.stack().client.fetch_user_with_status(&id).await)
 }
 
 fn user_response(result: Result<Fetched<User>, Error>) -> Response {
@@ -198,40 +124,62 @@ pub fn parse_batch(query: Option<&str>, max: usize) -> Result<Vec<UserId>, Probl
 }
 
 /// Many users at once: `{"users": {id: user}, "errors": {id: problem}}`.
-pub async fn get_batch(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub async fn get_batch(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    request: axum::extract::Request,
+) -> Response {
     let config = &state.0.config;
     let ids = match parse_batch(query.as_deref(), config.server.max_batch_ids) {
         Ok(ids) => ids,
         Err(p) => return p.into_response(),
     };
+    let client = state.client_of(&request);
+    if client.is_some() {
+        let misses = ids
+            .iter()
+            .filter(|id| !state.is_cached(&ParagonRequest::GetUser((*id).clone())))
+            .count();
+        let misses = u32::try_from(misses).unwrap_or(u32::MAX);
+        if let Err(p) = state.admit_client(client.as_deref(), misses.saturating_add(1), misses) {
+            return p.into_response();
+        }
+    }
     let concurrency = config.upstream.max_concurrency.max(1);
-    let mut results: Vec<(usize, Result<Bytes, Problem>)> =
-        stream::iter(ids.clone().into_iter().enumerate())
-            .map(|(i, id)| {
-                let client = state.stack().client.clone();
-                async move {
-                    let r = client
-                        .fetch_user(&id)
-                        .await
-                        .map(|u| u.raw_json())
-                        .map_err(|e| problem_for(&e));
-                    (i, r)
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-    results.sort_unstable_by_key(|(i, _)| *i);
-
-    let mut users = BytesMut::with_capacity(256 * results.len() + 32);
+    let max_bytes = config.server.max_batch_bytes;
+    // In the order asked, so the answer holds users up to `max_batch_bytes` and the ids
+    // past it get a `too-large` error; a body past the bound is dropped as it arrives,
+    // so one batch holds at most the bound (and the bodies in flight) in memory.
+    let mut results = stream::iter(ids.iter().cloned())
+        .map(|id| {
+            let client = state.stack().client.clone();
+            async move { client.fetch_user(&id).await }
+        })
+        .buffered(concurrency);
+    let mut users = BytesMut::with_capacity(256 * ids.len().min(64) + 32);
     let mut errors = BytesMut::new();
-    for (i, result) in results {
+    let mut full = false;
+    let mut i = 0;
+    while let Some(result) = results.next().await {
         let key = serde_json::to_vec(ids[i].as_str()).unwrap_or_default();
+        i += 1;
         let (out, value) = match result {
-            Ok(raw) => (&mut users, raw),
-            Err(p) => (
+            Ok(user)
+                if !full && users.len() + key.len() + user.raw_json().len() + 2 <= max_bytes =>
+            {
+                (&mut users, user.raw_json())
+            }
+            Ok(_) => {
+                full = true;
+                let p = Problem::too_large_for_batch(max_bytes);
+                (
+                    &mut errors,
+                    Bytes::from(serde_json::to_vec(&p).unwrap_or_default()),
+                )
+            }
+            Err(e) => (
                 &mut errors,
-                Bytes::from(serde_json::to_vec(&p).unwrap_or_default()),
+                Bytes::from(serde_json::to_vec(&problem_for(&e)).unwrap_or_default()),
             ),
         };
         out.put_u8(if out.is_empty() { b'{' } else { b',' });

@@ -156,7 +156,7 @@ pub async fn start_edge_with(toml: &str, sim: SimConfig) -> TestEdge {
 /// a recording front of it, a hostile server, or a closed port).
 pub async fn start_edge_at(toml: &str, sim: SimHandle, base_url: String) -> TestEdge {
     let mut config = Config::from_toml(toml).expect("a valid test configuration");
-    config.upstream.base_url = Some(base_url);
+    config.upstream.base_url = Some(base_url.into());
     let grace = config.server.shutdown_grace.0;
     let edge = paragon_edge::server::build(config, Clock::tokio())
         .await

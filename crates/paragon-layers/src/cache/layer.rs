@@ -1,5 +1,5 @@
 use std::marker::PhantomData;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,15 +8,20 @@ use tower::Layer;
 use super::service::{Cache, CacheHandle, Shared, TierLink};
 use super::tier::SharedTier;
 use super::CacheKey;
-use crate::Clock;
+use crate::{Clock, ConfigError};
 
-/// Validated cache settings.
+/// Validated cache settings, made with [`CacheConfig::builder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheConfig {
     /// How long an answer is fresh.
     pub ttl: Duration,
     /// Most entries held at once.
     pub max_entries: NonZeroUsize,
+    /// Most bytes of answers held at once, as [`CacheWeight`](super::CacheWeight) weighs
+    /// them. The table is split into shards and each holds its share of this bound (at
+    /// least 4 MiB, or the whole bound when it is smaller than 8 MiB); an answer heavier
+    /// than its shard's share is answered but not cached.
+    pub max_bytes: NonZeroU64,
     /// After `ttl`, how long an entry may still be served when the upstream cannot answer.
     pub stale_if_error: Duration,
     /// How long "does not exist" answers are cached; zero never caches them.
@@ -24,15 +29,49 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// A cache of `max_entries` fresh for `ttl`, with no stale serving and no negative
-    /// caching. A `max_entries` of zero is raised to one.
-    pub fn new(ttl: Duration, max_entries: usize) -> CacheConfig {
-        CacheConfig {
+    /// Most entries held, unless the builder is told otherwise.
+    pub const DEFAULT_MAX_ENTRIES: usize = 100_000;
+    /// Most bytes held, unless the builder is told otherwise: 256 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+    /// Settings of a cache whose answers are fresh for `ttl`, holding at most
+    /// [`DEFAULT_MAX_ENTRIES`](Self::DEFAULT_MAX_ENTRIES) entries and
+    /// [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES) bytes, with no stale serving and no
+    /// negative caching until the builder says otherwise.
+    pub fn builder(ttl: Duration) -> CacheConfigBuilder {
+        CacheConfigBuilder {
             ttl,
-            max_entries: NonZeroUsize::new(max_entries).unwrap_or(NonZeroUsize::MIN),
+            max_entries: Self::DEFAULT_MAX_ENTRIES,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
             stale_if_error: Duration::ZERO,
             negative_ttl: Duration::ZERO,
         }
+    }
+}
+
+/// Collects cache settings; [`build`](Self::build) checks them, so an unusable setting is
+/// an error that names it rather than a value silently changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct CacheConfigBuilder {
+    ttl: Duration,
+    max_entries: usize,
+    max_bytes: u64,
+    stale_if_error: Duration,
+    negative_ttl: Duration,
+}
+
+impl CacheConfigBuilder {
+    /// Sets `max_entries` (at least 1).
+    pub fn max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n;
+        self
+    }
+
+    /// Sets `max_bytes` (at least 1).
+    pub fn max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = n;
+        self
     }
 
     /// Sets `stale_if_error`.
@@ -45,6 +84,19 @@ impl CacheConfig {
     pub fn negative_ttl(mut self, d: Duration) -> Self {
         self.negative_ttl = d;
         self
+    }
+
+    /// The settings, or an error naming the first one that cannot be used.
+    pub fn build(self) -> Result<CacheConfig, ConfigError> {
+        let at_least_one = |field| ConfigError::new(field, "must be at least 1");
+        Ok(CacheConfig {
+            ttl: self.ttl,
+            max_entries: NonZeroUsize::new(self.max_entries)
+                .ok_or_else(|| at_least_one("max_entries"))?,
+            max_bytes: NonZeroU64::new(self.max_bytes).ok_or_else(|| at_least_one("max_bytes"))?,
+            stale_if_error: self.stale_if_error,
+            negative_ttl: self.negative_ttl,
+        })
     }
 }
 
@@ -98,5 +150,36 @@ impl<S, Req: CacheKey, R, E> Layer<S> for CacheLayer<Req, R, E> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Cache::new(inner, self.shared.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_names_the_setting_it_refuses() {
+        let ttl = Duration::from_secs(60);
+        let err = CacheConfig::builder(ttl)
+            .max_entries(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field, "max_entries");
+        let err = CacheConfig::builder(ttl).max_bytes(0).build().unwrap_err();
+        assert_eq!(err.field, "max_bytes");
+        let c = CacheConfig::builder(ttl)
+            .max_entries(7)
+            .max_bytes(1000)
+            .stale_if_error(ttl)
+            .build()
+            .unwrap();
+        assert_eq!((c.max_entries.get(), c.max_bytes.get()), (7, 1000));
+        assert_eq!(
+            (c.ttl, c.stale_if_error, c.negative_ttl),
+            (ttl, ttl, Duration::ZERO)
+        );
+        let d = CacheConfig::builder(ttl).build().unwrap();
+        assert_eq!(d.max_bytes.get(), 268_435_456);
+        assert_eq!(d.max_entries.get(), 100_000);
     }
 }

@@ -12,6 +12,9 @@
 //!   ([`CachePolicy::serve_stale`]) and an expired entry is still within
 //!   `stale_if_error`, that entry is answered with [`CacheStatus::Stale`].
 //!
+//! - The table is bounded by `max_entries` and by `max_bytes` of answers, whichever binds
+//!   first; an answer says what it weighs through [`CacheWeight`].
+//!
 //! The request names its key through [`CacheKey`]; the response learns how it was
 //! answered through [`CacheStatusSink`].
 //!
@@ -29,7 +32,7 @@ mod store;
 mod tier;
 
 pub use error::FillAborted;
-pub use layer::{CacheConfig, CacheLayer};
+pub use layer::{CacheConfig, CacheConfigBuilder, CacheLayer};
 pub use service::{Cache, CacheHandle, CacheStats, Purged};
 pub use tier::{CachedValue, Claim, SharedTier, TierCodec, TierEntry, TierError};
 
@@ -66,6 +69,15 @@ impl CacheStatus {
             CacheStatus::Stale => "STALE",
         }
     }
+}
+
+/// An answer that can say how many bytes it keeps alive while cached, so the cache is
+/// bounded by bytes (`max_bytes`) as well as by entries. The cache knows nothing of the
+/// answer's type; its user says what an answer weighs, typically the length of its body.
+pub trait CacheWeight {
+    /// The bytes this answer keeps alive, for example the length of the body it holds.
+    /// A cached "does not exist" weighs nothing; it is bounded by `max_entries`.
+    fn cache_weight(&self) -> usize;
 }
 
 /// A response that can carry its [`CacheStatus`].

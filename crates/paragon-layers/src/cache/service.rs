@@ -12,7 +12,7 @@ use tower::{Service, ServiceExt};
 use super::freshness::{Freshness, Lifetime};
 use super::layer::CacheConfig;
 use super::store::{Entry, Table};
-use super::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, FillAborted};
+use super::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted};
 use crate::Clock;
 
 use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry, TierError};
@@ -71,7 +71,7 @@ pub(crate) struct Shared<K, R, E> {
 impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
     pub(crate) fn new(config: CacheConfig, clock: Clock, tier: Option<TierLink<K, R, E>>) -> Self {
         Shared {
-            table: Table::new(config.max_entries.get()),
+            table: Table::new(config.max_entries.get(), config.max_bytes.get()),
             config,
             tier,
             clock,
@@ -133,6 +133,14 @@ fn negative<E: Clone>(e: Arc<E>) -> E {
     Arc::unwrap_or_clone(e)
 }
 
+/// The bytes an entry keeps alive: its answer's weight; a "does not exist" weighs nothing.
+fn weight<R: CacheWeight, E>(held: &Held<R, E>) -> usize {
+    match held {
+        Stored::Value(r) => r.cache_weight(),
+        Stored::Negative(_) => 0,
+    }
+}
+
 /// The entry to hold in the table for `stored`.
 fn hold<R, E>(stored: Stored<R, E>) -> Held<R, E> {
     match stored {
@@ -146,7 +154,7 @@ where
     S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
     S::Future: Send,
     Req: CacheKey + Send + 'static,
-    R: CacheStatusSink + Clone + Send + Sync + 'static,
+    R: CacheStatusSink + CacheWeight + Clone + Send + Sync + 'static,
     E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
 {
     type Response = R;
@@ -265,7 +273,7 @@ enum Filled<R, E> {
 impl<K, R, E> Fill<K, R, E>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-    R: Clone + Send + Sync + 'static,
+    R: CacheWeight + Clone + Send + Sync + 'static,
     E: CachePolicy + Clone + Send + Sync + 'static,
 {
     async fn run<S, Req>(mut self, inner: S, req: Req) -> Outcome<R, E>
@@ -314,7 +322,8 @@ where
                     stale_until: fresh_until.after(stale),
                 };
                 let value = hold(value);
-                shard.put(hash, key, Entry { value, life }, now);
+                let w = weight(&value);
+                shard.put(hash, key, Entry { value, life }, w, now);
                 return outcome;
             }
             Filled::Upstream { result, tier_stale } => (result, tier_stale),
@@ -323,7 +332,7 @@ where
             Ok(r) => {
                 let life = Lifetime::new(now, config.ttl, config.stale_if_error);
                 let value = Stored::Value(r.clone());
-                shard.put(hash, key, Entry { value, life }, now);
+                shard.put(hash, key, Entry { value, life }, r.cache_weight(), now);
                 Ok((r, CacheStatus::Miss))
             }
             Err(e) if e.is_negative() => {
@@ -332,7 +341,7 @@ where
                         value: hold(Stored::Negative(e.clone())),
                         life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
                     };
-                    shard.put(hash, key, entry, now);
+                    shard.put(hash, key, entry, 0, now);
                 } else {
                     // "Does not exist" ends stale serving of whatever was cached.
                     shard.remove_entry(hash, key);
@@ -452,6 +461,8 @@ impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Drop for Fill<K, R, E>
 pub struct CacheStats {
     /// Entries held now.
     pub entries: usize,
+    /// Bytes of the answers held now, as [`CacheWeight`] weighs them.
+    pub bytes: u64,
     /// Answers served from a fresh entry.
     pub hits: u64,
     /// Fills started.
@@ -523,10 +534,19 @@ impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + '
         Purged { local, shared }
     }
 
+    /// Whether a request for `key` would be answered here now without a call below
+    /// (a fresh local entry). Counts nothing and changes nothing: for callers that
+    /// charge a miss before making it, such as a per-client share of the upstream budget.
+    pub fn is_fresh(&self, key: &K) -> bool {
+        let table = &self.shared.table;
+        table.is_fresh(table.hash(key), key, self.shared.clock.now())
+    }
+
     /// Current counters.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
             entries: self.shared.table.len(),
+            bytes: self.shared.table.bytes(),
             hits: self.shared.table.hits(),
             misses: self.shared.misses.load(Ordering::Relaxed),
             stale: self.shared.stale.load(Ordering::Relaxed),

@@ -23,6 +23,26 @@
 //! of it stay in L1; and a slot is aligned to a line, which it fills when its key and
 //! value are two words each (the cache service keeps an error behind an `Arc` for that).
 //!
+//! # Bytes
+//!
+//! The table is bounded by the bytes of its values as well as by their number, whichever
+//! binds first. The caller gives each entry's weight (the bytes its value keeps alive)
+//! when it stores it. Each shard has its share of `max_bytes`, as it has its share of
+//! `max_entries`, and counts its own bytes under its own lock: a store never takes a
+//! second shard's lock, and the bound holds at every instant without a global counter.
+//! A store that takes a shard over its share evicts other entries of that shard in CLOCK
+//! order until it is under again. An entry heavier than its shard's share is not stored
+//! at all (and the key's older entry is dropped, so it is not served in its place). So
+//! that this share is the whole bound for a small one, the table only splits into more
+//! shards while each keeps at least [`MIN_BYTES_PER_SHARD`]; with the default bound of
+//! 256 MiB a shard holds at least 4 MiB, four times the default largest answer.
+//!
+//! # Hashing
+//!
+//! Keys are chosen by clients, so they are hashed with a seed drawn at random for each
+//! table (foldhash's `RandomState`): a client cannot compute a set of keys that all land
+//! in one bucket or one shard, as it could with a fixed, public seed.
+//!
 //! Lock order: a shard's flight registry may be held while its table is read, never the
 //! other way round, and never while its table is written.
 
@@ -45,6 +65,9 @@ const MAX_SHARDS: usize = 64;
 const SHARDS_PER_CORE: usize = 4;
 /// Fewest entries a shard should hold before the table splits into more shards.
 const MIN_PER_SHARD: usize = 64;
+/// Fewest bytes a shard should hold before the table splits into more shards: an entry
+/// heavier than its shard's share is never stored, so the share must not be small.
+pub(crate) const MIN_BYTES_PER_SHARD: u64 = 4 << 20;
 /// Stripes of the hit counter; a thread always adds to the same one.
 const HIT_STRIPES: usize = 16;
 
@@ -61,6 +84,9 @@ pub(crate) struct Slot<K, V> {
     key: K,
     hash: u64,
     entry: Entry<V>,
+    /// The bytes the value keeps alive, as the caller weighed it; it fits in the padding
+    /// of the cache line, so the slot does not grow.
+    weight: u32,
     referenced: AtomicBool,
 }
 
@@ -128,6 +154,8 @@ struct ShardInner<K, V> {
     free: Vec<u32>,
     /// The next slot the hand looks at.
     hand: usize,
+    /// The sum of the weights of the entries held.
+    bytes: u64,
 }
 
 impl<K: Eq, V> ShardInner<K, V> {
@@ -137,6 +165,7 @@ impl<K: Eq, V> ShardInner<K, V> {
             slots: Vec::new(),
             free: Vec::new(),
             hand: 0,
+            bytes: 0,
         }
     }
 
@@ -179,6 +208,15 @@ impl<K: Eq, V> ShardInner<K, V> {
         self.slots.clear();
         self.free.clear();
         self.hand = 0;
+        self.bytes = 0;
+    }
+
+    /// Empties slot `i` (already out of the index) and lists it as free.
+    fn free_slot(&mut self, i: usize) {
+        if let Some(slot) = self.slots[i].take() {
+            self.bytes -= u64::from(slot.weight);
+            self.free.push(i as u32);
+        }
     }
 }
 
@@ -188,13 +226,15 @@ pub(crate) struct Table<K, V, F> {
     hits: Box<[CachePadded<AtomicU64>]>,
     mask: usize,
     per_shard: usize,
-    hasher: foldhash::fast::FixedState,
+    bytes_per_shard: u64,
+    hasher: foldhash::fast::RandomState,
 }
 
 /// Write access to one shard's entries.
 pub(crate) struct ShardWrite<'a, K, V> {
     guard: ShardedLockWriteGuard<'a, ShardInner<K, V>>,
     per_shard: usize,
+    bytes_per_shard: u64,
 }
 
 /// The fills in progress of one shard, locked.
@@ -203,18 +243,24 @@ pub(crate) struct Flights<'a, K, F> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
-    /// A table that never holds more than `max_entries` entries.
-    pub(crate) fn new(max_entries: usize) -> Self {
+    /// A table that never holds more than `max_entries` entries, nor entries weighing
+    /// more than `max_bytes` together.
+    pub(crate) fn new(max_entries: usize, max_bytes: u64) -> Self {
         let max_entries = max_entries.max(1);
+        let max_bytes = max_bytes.max(1);
         let most = (cores() * SHARDS_PER_CORE)
             .next_power_of_two()
             .min(MAX_SHARDS);
         let mut shards = 1;
-        while shards * 2 <= most && max_entries / (shards * 2) >= MIN_PER_SHARD {
+        while shards * 2 <= most
+            && max_entries / (shards * 2) >= MIN_PER_SHARD
+            && max_bytes / (shards as u64 * 2) >= MIN_BYTES_PER_SHARD
+        {
             shards *= 2;
         }
         // Slot numbers are `u32`: a shard holds at most 4,294,967,295 entries.
         let per_shard = (max_entries / shards).min(u32::MAX as usize);
+        let bytes_per_shard = max_bytes / shards as u64;
         let shards = (0..shards)
             .map(|_| {
                 CachePadded::new(Shard {
@@ -231,7 +277,8 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
             per_shard,
-            hasher: foldhash::fast::FixedState::with_seed(0x5eed_ca5e),
+            bytes_per_shard,
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
@@ -262,11 +309,20 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         Some(value)
     }
 
+    /// Whether `key` has a fresh entry at `now`; marks and counts nothing.
+    pub(crate) fn is_fresh(&self, hash: u64, key: &K, now: Timestamp) -> bool {
+        let guard = self.shard(hash).read();
+        guard
+            .slot(hash, key)
+            .is_some_and(|slot| slot.entry.life.at(now) == Freshness::Fresh)
+    }
+
     /// Exclusive access to the entries of the shard of `hash`.
     pub(crate) fn write(&self, hash: u64) -> ShardWrite<'_, K, V> {
         ShardWrite {
             guard: self.shard(hash).write(),
             per_shard: self.per_shard,
+            bytes_per_shard: self.bytes_per_shard,
         }
     }
 
@@ -280,6 +336,11 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
     /// Entries held now.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().index.len()).sum()
+    }
+
+    /// The sum of the weights of the entries held now.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.read().bytes).sum()
     }
 
     /// Hits served since start.
@@ -335,37 +396,72 @@ impl<K: Hash + Eq + Clone, V> ShardWrite<'_, K, V> {
         self.guard.slot(hash, key).map(|s| &s.entry)
     }
 
-    /// Stores `entry` for `key`, replacing its entry or, when it has none, evicting
-    /// another first if the shard is full.
-    pub(crate) fn put(&mut self, hash: u64, key: &K, entry: Entry<V>, now: Timestamp) {
-        let per_shard = self.per_shard;
-        let shard = &mut *self.guard;
-        if let Some(i) = shard.position(hash, key) {
-            if let Some(slot) = &mut shard.slots[i] {
-                slot.entry = entry;
+    /// Stores `entry`, which keeps `weight` bytes alive, for `key`: replaces its entry or,
+    /// when it has none, evicts another first if the shard is full; then evicts others
+    /// until the shard's bytes are within its share. An entry heavier than the whole share
+    /// is not stored, and the key's older entry is dropped. True if it was stored.
+    pub(crate) fn put(
+        &mut self,
+        hash: u64,
+        key: &K,
+        entry: Entry<V>,
+        weight: usize,
+        now: Timestamp,
+    ) -> bool {
+        let (per_shard, bytes_per_shard) = (self.per_shard, self.bytes_per_shard);
+        let weight = match u32::try_from(weight) {
+            Ok(w) if u64::from(w) <= bytes_per_shard => w,
+            _ => {
+                self.remove_entry(hash, key);
+                return false;
             }
-            return;
-        }
-        let i = if let Some(i) = shard.free.pop() {
-            i as usize
-        } else if shard.slots.len() < per_shard {
-            shard.slots.push(None);
-            shard.slots.len() - 1
-        } else {
-            evict_one(shard, now)
         };
-        // Drops the evicted entry, if any, in the same stroke.
-        shard.slots[i] = Some(Slot {
-            key: key.clone(),
-            hash,
-            entry,
-            referenced: AtomicBool::new(false),
-        });
-        let slots = &shard.slots;
-        // `i` fits: the ring never holds more than `per_shard` ≤ `u32::MAX` slots.
-        shard.index.insert_unique(hash, i as u32, |&j| {
-            slots[j as usize].as_ref().map_or(0, |s| s.hash)
-        });
+        let shard = &mut *self.guard;
+        let i = if let Some(i) = shard.position(hash, key) {
+            if let Some(slot) = &mut shard.slots[i] {
+                shard.bytes -= u64::from(slot.weight);
+                slot.entry = entry;
+                slot.weight = weight;
+            }
+            i
+        } else {
+            let i = if let Some(i) = shard.free.pop() {
+                i as usize
+            } else if shard.slots.len() < per_shard {
+                shard.slots.push(None);
+                shard.slots.len() - 1
+            } else {
+                // The ring is full and holds no free slot, so the hand finds a victim.
+                let Some(i) = evict_one(shard, now, None) else {
+                    return false;
+                };
+                i
+            };
+            // Drops the evicted entry, if any, in the same stroke.
+            shard.slots[i] = Some(Slot {
+                key: key.clone(),
+                hash,
+                entry,
+                weight,
+                referenced: AtomicBool::new(false),
+            });
+            let slots = &shard.slots;
+            // `i` fits: the ring never holds more than `per_shard` ≤ `u32::MAX` slots.
+            shard.index.insert_unique(hash, i as u32, |&j| {
+                slots[j as usize].as_ref().map_or(0, |s| s.hash)
+            });
+            i
+        };
+        shard.bytes += u64::from(weight);
+        // The new entry alone fits, so there is another to evict while the shard is over.
+        while shard.bytes > bytes_per_shard {
+            let Some(victim) = evict_one(shard, now, Some(i)) else {
+                break;
+            };
+            shard.slots[victim] = None;
+            shard.free.push(victim as u32);
+        }
+        true
     }
 
     /// Drops the entry of `key`; true if there was one.
@@ -375,35 +471,42 @@ impl<K: Hash + Eq + Clone, V> ShardWrite<'_, K, V> {
             return false;
         };
         shard.unindex(hash, i);
-        shard.slots[i] = None;
-        shard.free.push(i as u32);
+        shard.free_slot(i);
         true
     }
 }
 
-/// CLOCK: advances the hand over the full ring, giving live entries used since its last
-/// pass a second chance, and takes the first other entry out of the index. Returns that
-/// slot's number; the caller stores the new entry there.
+/// CLOCK: advances the hand over the ring, giving live entries used since its last pass
+/// a second chance, passing over free slots and the slot `keep`, and takes the first
+/// other entry out of the index and out of the shard's bytes. Returns that slot's number,
+/// its entry still in it: the caller stores the new entry there, or frees it. `None` only
+/// when the ring holds no entry but `keep`.
 ///
-/// A whole sweep clears every mark it passes, so after one the hand evicts where it began.
-fn evict_one<K: Eq, V>(shard: &mut ShardInner<K, V>, now: Timestamp) -> usize {
+/// A whole sweep clears every mark it passes, so within two the hand finds a victim.
+fn evict_one<K: Eq, V>(
+    shard: &mut ShardInner<K, V>,
+    now: Timestamp,
+    keep: Option<usize>,
+) -> Option<usize> {
     let len = shard.slots.len();
-    let mut i = shard.hand;
-    for _ in 0..len {
+    for _ in 0..2 * len {
+        let i = shard.hand;
+        shard.hand = if i + 1 == len { 0 } else { i + 1 };
+        if keep == Some(i) {
+            continue;
+        }
         let Some(slot) = &mut shard.slots[i] else {
-            break; // a freed slot (the caller fills those first)
+            continue;
         };
         let dead = slot.entry.life.at(now) == Freshness::Dead;
         if dead || !std::mem::replace(slot.referenced.get_mut(), false) {
-            break;
+            let (hash, weight) = (slot.hash, slot.weight);
+            shard.unindex(hash, i);
+            shard.bytes -= u64::from(weight);
+            return Some(i);
         }
-        i = if i + 1 == len { 0 } else { i + 1 };
     }
-    shard.hand = if i + 1 == len { 0 } else { i + 1 };
-    if let Some(hash) = shard.slots[i].as_ref().map(|s| s.hash) {
-        shard.unindex(hash, i);
-    }
-    i
+    None
 }
 
 #[cfg(test)]
@@ -432,7 +535,7 @@ mod tests {
     #[test]
     fn shards_follow_the_cores_and_never_pass_the_bound() {
         let cores = cores();
-        let n = Table::<u32, u32, ()>::new(1_000_000).shards.len();
+        let n = Table::<u32, u32, ()>::new(1_000_000, u64::MAX).shards.len();
         assert!(n.is_power_of_two(), "{n} shards");
         // At least one shard per core (up to the bound), so writers rarely meet...
         assert!(n >= cores.min(MAX_SHARDS), "{n} shards for {cores} cores");
@@ -442,24 +545,111 @@ mod tests {
             "{n} shards"
         );
         // A small table keeps at least MIN_PER_SHARD entries per shard.
-        let small = Table::<u32, u32, ()>::new(MIN_PER_SHARD * 2).shards.len();
+        let small = Table::<u32, u32, ()>::new(MIN_PER_SHARD * 2, u64::MAX)
+            .shards
+            .len();
         assert!(
             small <= 2,
             "{small} shards for {} entries",
             MIN_PER_SHARD * 2
         );
+        // A small byte bound keeps one shard, so its share is the whole bound; a large
+        // one never gives a shard less than MIN_BYTES_PER_SHARD.
+        let one = Table::<u32, u32, ()>::new(1_000_000, MIN_BYTES_PER_SHARD * 2 - 1);
+        assert_eq!(one.shards.len(), 1);
+        assert_eq!(one.bytes_per_shard, MIN_BYTES_PER_SHARD * 2 - 1);
+        let big = Table::<u32, u32, ()>::new(1_000_000, 256 << 20);
+        assert!(big.bytes_per_shard >= MIN_BYTES_PER_SHARD);
+        assert!(big.bytes_per_shard * big.shards.len() as u64 <= 256 << 20);
+    }
+
+    #[test]
+    fn each_table_hashes_with_its_own_random_seed() {
+        // With a fixed seed, every table (and every process) hashes a key the same way,
+        // and a client can pick keys that collide.
+        let a = Table::<u32, u32, ()>::new(10, 10);
+        let b = Table::<u32, u32, ()>::new(10, 10);
+        let differ = (0..4u32).filter(|k| a.hash(k) != b.hash(k)).count();
+        assert_eq!(differ, 4);
+    }
+
+    /// Stores `k` (value `k`) weighing `w` bytes; true if it was stored.
+    fn put_weighing(t: &Table<u32, u32, ()>, k: u32, w: usize) -> bool {
+        let h = t.hash(&k);
+        t.write(h)
+            .put(h, &k, entry(k, Timestamp(0)), w, Timestamp(0))
+    }
+
+    /// The keys of `keys` that have an entry, without marking them used.
+    fn present(t: &Table<u32, u32, ()>, keys: std::ops::RangeInclusive<u32>) -> Vec<u32> {
+        keys.filter(|k| t.write(t.hash(k)).get(t.hash(k), k).is_some())
+            .collect()
+    }
+
+    #[test]
+    fn a_store_over_max_bytes_evicts_in_clock_order_until_under() {
+        let t: Table<u32, u32, ()> = Table::new(100, 100);
+        for k in 1..=5 {
+            assert!(put_weighing(&t, k, 20));
+        }
+        assert_eq!(t.bytes(), 100);
+        // 2 was used since the hand last passed: it gets a second chance.
+        assert_eq!(t.get_fresh(t.hash(&2), &2, Timestamp(0)), Some(2));
+        // 150 bytes: the hand evicts 1, passes 2, evicts 3 and 4, and stops at 90.
+        assert!(put_weighing(&t, 6, 50));
+        assert_eq!(t.bytes(), 90);
+        assert_eq!(present(&t, 1..=6), [2, 5, 6]);
+        // The hand goes on from where it stopped: 5 goes, and that is enough.
+        assert!(put_weighing(&t, 7, 30));
+        assert_eq!((present(&t, 1..=7), t.bytes()), (vec![2, 6, 7], 100));
+        // Then 6, next in the ring, though 2 was stored before it.
+        assert!(put_weighing(&t, 8, 30));
+        assert_eq!((present(&t, 1..=8), t.bytes()), (vec![2, 7, 8], 80));
+    }
+
+    #[test]
+    fn a_replaced_entry_is_weighed_anew() {
+        let t: Table<u32, u32, ()> = Table::new(100, 100);
+        assert!(put_weighing(&t, 1, 60));
+        assert!(put_weighing(&t, 2, 30));
+        assert!(put_weighing(&t, 1, 10));
+        assert_eq!(t.bytes(), 40);
+        // Growing 2 past the bound evicts 1, never 2 itself.
+        assert!(put_weighing(&t, 2, 95));
+        assert_eq!((present(&t, 1..=2), t.bytes()), (vec![2], 95));
+        assert!(t.remove(&2));
+        assert_eq!(t.bytes(), 0);
+    }
+
+    #[test]
+    fn an_entry_heavier_than_the_bound_is_not_stored_and_its_old_entry_goes() {
+        let t: Table<u32, u32, ()> = Table::new(100, 100);
+        assert!(put_weighing(&t, 1, 10));
+        assert!(put_weighing(&t, 2, 10));
+        assert!(!put_weighing(&t, 3, 101));
+        assert_eq!((present(&t, 1..=3), t.bytes()), (vec![1, 2], 20));
+        // A heavier new answer for 1 is not cached, and the old one is not served for it.
+        assert!(!put_weighing(&t, 1, 101));
+        assert_eq!((present(&t, 1..=3), t.bytes()), (vec![2], 10));
+        // Exactly the bound fits, alone.
+        assert!(put_weighing(&t, 4, 100));
+        assert_eq!((present(&t, 1..=4), t.bytes()), (vec![4], 100));
+        // A weight that does not fit a slot's counter is refused, whatever the bound.
+        let huge: Table<u32, u32, ()> = Table::new(10, u64::MAX);
+        assert!(!put_weighing(&huge, 1, u32::MAX as usize + 1));
+        assert_eq!(huge.len(), 0);
     }
 
     fn put(t: &Table<u32, u32, ()>, k: u32, now: Timestamp) {
         let h = t.hash(&k);
         let mut w = t.write(h);
-        w.put(h, &k, entry(k, now), now);
+        w.put(h, &k, entry(k, now), 4, now);
     }
 
     #[test]
     fn never_holds_more_than_max_entries() {
         for max in [1usize, 7, 100, 5000] {
-            let t: Table<u32, u32, ()> = Table::new(max);
+            let t: Table<u32, u32, ()> = Table::new(max, u64::MAX);
             for k in 0..(max as u32 * 5) {
                 put(&t, k, Timestamp(0));
                 assert!(t.len() <= max, "max {max}: {} entries", t.len());
@@ -469,7 +659,7 @@ mod tests {
 
     #[test]
     fn referenced_entries_survive_a_scan() {
-        let t: Table<u32, u32, ()> = Table::new(10);
+        let t: Table<u32, u32, ()> = Table::new(10, u64::MAX);
         for k in 0..10 {
             put(&t, k, Timestamp(0));
         }
@@ -483,7 +673,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_not_served_and_clear_and_remove_work() {
-        let t: Table<u32, u32, ()> = Table::new(100);
+        let t: Table<u32, u32, ()> = Table::new(100, u64::MAX);
         put(&t, 1, Timestamp(0));
         put(&t, 2, Timestamp(0));
         let ten = Timestamp(10_000_000_000);
@@ -515,13 +705,72 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever is stored, removed or used, the table never holds more than
+        /// `max_bytes` nor more than `max_entries`, its byte count is the sum of the weights
+        /// of the entries it answers, each answers its last stored value, and an entry
+        /// that fits alone is always there right after it is stored.
+        #[test]
+        fn never_holds_more_than_max_bytes(
+            max in 1usize..12,
+            max_bytes in 1u64..200,
+            ops in prop::collection::vec((0..24u32, 0usize..250, 0..10u8), 1..300),
+        ) {
+            let t: Table<u32, u32, ()> = Table::new(max, max_bytes);
+            let mut model: std::collections::HashMap<u32, (u32, u64)> = Default::default();
+            let now = Timestamp(1);
+            let get = |k: u32| t.get_fresh(t.hash(&k), &k, now);
+            for (n, (k, w, what)) in ops.into_iter().enumerate() {
+                match what {
+                    0 => {
+                        t.remove(&k);
+                        model.remove(&k);
+                    }
+                    1..=3 => {
+                        let _ = get(k);
+                    }
+                    _ => {
+                        let v = n as u32;
+                        let h = t.hash(&k);
+                        let stored = t.write(h).put(h, &k, entry(v, Timestamp(0)), w, now);
+                        prop_assert_eq!(stored, w as u64 <= max_bytes);
+                        if stored {
+                            model.insert(k, (v, w as u64));
+                            prop_assert_eq!(get(k), Some(v));
+                        } else {
+                            model.remove(&k);
+                            prop_assert_eq!(get(k), None);
+                        }
+                    }
+                }
+                let mut bytes = 0;
+                let mut present = 0;
+                for k in 0..24u32 {
+                    match get(k) {
+                        Some(v) => {
+                            let (mv, mw) = model[&k];
+                            prop_assert_eq!(mv, v, "key {}", k);
+                            bytes += mw;
+                            present += 1;
+                        }
+                        None => {
+                            model.remove(&k);
+                        }
+                    }
+                }
+                prop_assert!(t.bytes() <= max_bytes, "{} bytes over {}", t.bytes(), max_bytes);
+                prop_assert_eq!(t.bytes(), bytes);
+                prop_assert!(t.len() <= max);
+                prop_assert_eq!(t.len(), present);
+            }
+        }
+
         /// Against a model of what may be cached: the table never answers a value that
         /// was not the last one stored for its key, never answers a removed key, always
         /// answers the key it just stored, never holds more than `max` entries, and its
         /// count matches the keys it answers (the index and the slots agree).
         #[test]
         fn answers_only_what_was_stored_last(max in 1usize..10, ops in prop::collection::vec(op(), 1..300)) {
-            let t: Table<u32, u32, ()> = Table::new(max);
+            let t: Table<u32, u32, ()> = Table::new(max, u64::MAX);
             let mut model = std::collections::HashMap::new();
             let now = Timestamp(1);
             let get = |k: u32| t.get_fresh(t.hash(&k), &k, now);
@@ -529,7 +778,7 @@ mod tests {
                 match op {
                     Op::Put(k, v) => {
                         let h = t.hash(&k);
-                        t.write(h).put(h, &k, entry(v, Timestamp(0)), now);
+                        t.write(h).put(h, &k, entry(v, Timestamp(0)), 4, now);
                         model.insert(k, v);
                         prop_assert_eq!(get(k), Some(v));
                     }
@@ -568,17 +817,18 @@ mod tests {
 
     #[test]
     fn a_dead_entry_goes_before_used_ones() {
-        let t: Table<u32, u32, ()> = Table::new(3);
+        let t: Table<u32, u32, ()> = Table::new(3, u64::MAX);
         let short = |v| Entry {
             value: v,
             life: Lifetime::new(Timestamp(0), Duration::from_secs(1), Duration::ZERO),
         };
         for k in [1, 2] {
             let h = t.hash(&k);
-            t.write(h).put(h, &k, entry(k, Timestamp(0)), Timestamp(0));
+            t.write(h)
+                .put(h, &k, entry(k, Timestamp(0)), 4, Timestamp(0));
         }
         let h = t.hash(&3);
-        t.write(h).put(h, &3, short(3), Timestamp(0));
+        t.write(h).put(h, &3, short(3), 4, Timestamp(0));
         // All three were used since the hand last passed; 3 has died since, so it goes
         // first, not 1 after a sweep.
         for k in [1, 2, 3] {
@@ -586,7 +836,7 @@ mod tests {
         }
         let later = Timestamp(2_000_000_000);
         let h = t.hash(&4);
-        t.write(h).put(h, &4, entry(4, later), later);
+        t.write(h).put(h, &4, entry(4, later), 4, later);
         let at = |k: u32| t.get_fresh(t.hash(&k), &k, later);
         assert_eq!(
             (at(1), at(2), at(3), at(4)),
@@ -596,7 +846,7 @@ mod tests {
 
     #[test]
     fn flights_are_found_by_key_and_removed_only_by_their_owner() {
-        let t: Table<u32, u32, u8> = Table::new(100);
+        let t: Table<u32, u32, u8> = Table::new(100, u64::MAX);
         let h = t.hash(&1);
         t.flights(h).insert(h, 1, 7);
         assert_eq!(t.flights(h).get(h, &1), Some(&7));

@@ -26,7 +26,7 @@ mod service;
 pub mod state_machine;
 
 pub use error::CircuitOpen;
-pub use layer::{BreakerConfig, CircuitBreakerLayer};
+pub use layer::{BreakerConfig, BreakerConfigBuilder, CircuitBreakerLayer};
 pub use service::{BreakerFuture, BreakerHandle, BreakerStats, CircuitBreaker};
 pub use state_machine::{BreakerState, Transition};
 

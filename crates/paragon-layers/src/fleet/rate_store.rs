@@ -164,6 +164,19 @@ impl RateStore for RedisRateStore {
             .await;
     }
 
+    async fn resume(&self) -> bool {
+        self.local.resume_now();
+        self.link
+            .call(|mut c| async move {
+                redis::cmd("DEL")
+                    .arg(&self.pause_key)
+                    .query_async::<u64>(&mut c)
+                    .await
+            })
+            .await
+            .is_some()
+    }
+
     async fn state(&self, gcra: &Gcra) -> BudgetState {
         let reply = self
             .link

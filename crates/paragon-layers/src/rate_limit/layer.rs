@@ -9,8 +9,10 @@ use super::service::{RateLimit, RateLimitHandle, Shared};
 use super::store::{MemoryStore, RateStore};
 use crate::{Clock, ConfigError};
 
-/// Validated rate-limit settings.
+/// Validated rate-limit settings, made with [`RateLimitConfig::builder`]. Outside this
+/// crate they can be read but not built field by field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimitConfig {
     /// Calls allowed per `window`.
     pub max_requests: NonZeroU32,
@@ -20,39 +22,80 @@ pub struct RateLimitConfig {
     pub burst: NonZeroU32,
     /// How long a call over budget may wait for a slot; zero rejects at once.
     pub max_wait: Duration,
+    /// Longest pause one upstream 429 can impose, whatever its `Retry-After` says.
+    pub max_pause: Duration,
 }
 
+/// The default of [`RateLimitConfig::max_pause`]: 15 minutes.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+
 impl RateLimitConfig {
-    /// `max_requests` per `window`, burst equal to `max_requests`, no waiting.
-    pub fn new(max_requests: u32, window: Duration) -> Result<Self, ConfigError> {
-        let max = NonZeroU32::new(max_requests)
-            .ok_or_else(|| ConfigError::new("max_requests", "must be at least 1"))?;
-        if window.is_zero() {
-            return Err(ConfigError::new("window", "must be longer than zero"));
-        }
-        Ok(RateLimitConfig {
-            max_requests: max,
+    /// A budget of `max_requests` per `window`, with a burst of `max_requests`, no
+    /// waiting and [`DEFAULT_MAX_PAUSE`] until the builder says otherwise.
+    pub fn builder(max_requests: u32, window: Duration) -> RateLimitConfigBuilder {
+        RateLimitConfigBuilder {
+            max_requests,
             window,
-            burst: max,
+            burst: 0,
             max_wait: Duration::ZERO,
-        })
-    }
-
-    /// Sets `burst`; zero means `max_requests`.
-    pub fn burst(mut self, burst: u32) -> Self {
-        self.burst = NonZeroU32::new(burst).unwrap_or(self.max_requests);
-        self
-    }
-
-    /// Sets `max_wait`.
-    pub fn max_wait(mut self, d: Duration) -> Self {
-        self.max_wait = d;
-        self
+            max_pause: DEFAULT_MAX_PAUSE,
+        }
     }
 
     /// The GCRA parameters of this budget.
     pub fn gcra(&self) -> Gcra {
         Gcra::new(self.max_requests.get(), self.window, self.burst.get())
+    }
+}
+
+/// Collects rate-limit settings; [`build`](Self::build) checks them, so an unusable
+/// setting is an error that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RateLimitConfigBuilder {
+    max_requests: u32,
+    window: Duration,
+    burst: u32,
+    max_wait: Duration,
+    max_pause: Duration,
+}
+
+impl RateLimitConfigBuilder {
+    /// Calls allowed at once; zero means `max_requests`.
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = burst;
+        self
+    }
+
+    /// How long a call over budget may wait for a slot; zero rejects at once.
+    pub fn max_wait(mut self, d: Duration) -> Self {
+        self.max_wait = d;
+        self
+    }
+
+    /// Longest pause one upstream 429 can impose (longer than zero).
+    pub fn max_pause(mut self, d: Duration) -> Self {
+        self.max_pause = d;
+        self
+    }
+
+    /// The settings, or an error naming the first one that cannot be used.
+    pub fn build(self) -> Result<RateLimitConfig, ConfigError> {
+        let max_requests = NonZeroU32::new(self.max_requests)
+            .ok_or_else(|| ConfigError::new("max_requests", "must be at least 1"))?;
+        if self.window.is_zero() {
+            return Err(ConfigError::new("window", "must be longer than zero"));
+        }
+        if self.max_pause.is_zero() {
+            return Err(ConfigError::new("max_pause", "must be longer than zero"));
+        }
+        Ok(RateLimitConfig {
+            max_requests,
+            window: self.window,
+            burst: NonZeroU32::new(self.burst).unwrap_or(max_requests),
+            max_wait: self.max_wait,
+            max_pause: self.max_pause,
+        })
     }
 }
 

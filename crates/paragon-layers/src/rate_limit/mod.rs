@@ -21,7 +21,7 @@ mod service;
 mod store;
 
 pub use error::{RateLimitCause, RateLimited};
-pub use layer::{RateLimitConfig, RateLimitLayer};
+pub use layer::{RateLimitConfig, RateLimitConfigBuilder, RateLimitLayer, DEFAULT_MAX_PAUSE};
 pub use service::{RateLimit, RateLimitFuture, RateLimitHandle, RateLimitStats};
 pub use store::{Acquire, BudgetState, MemoryStore, RateStore};
 
@@ -31,4 +31,15 @@ use std::time::Duration;
 pub trait UpstreamThrottle {
     /// The upstream's `Retry-After` when this error is its 429, else `None`.
     fn upstream_retry_after(&self) -> Option<Duration>;
+
+    /// This 429 with its `Retry-After` shortened to `pause`, the pause the limiter
+    /// actually imposes (its `max_pause`), so callers are told the truth. The default
+    /// leaves the error as it is.
+    fn with_upstream_retry_after(self, pause: Duration) -> Self
+    where
+        Self: Sized,
+    {
+        let _ = pause;
+        self
+    }
 }

@@ -101,10 +101,13 @@ impl<St: RateStore> Shared<St> {
         }
     }
 
-    /// The upstream answered 429: count it and pause every call for `retry_after`.
-    async fn upstream_throttled(&self, retry_after: Duration) {
+    /// The upstream answered 429: count it and pause every call for `retry_after`, at
+    /// most `max_pause`; the pause imposed.
+    async fn upstream_throttled(&self, retry_after: Duration) -> Duration {
         self.upstream_429.fetch_add(1, Ordering::Relaxed);
-        self.store.pause_for(retry_after).await;
+        let pause = retry_after.min(self.config.max_pause);
+        self.store.pause_for(pause).await;
+        pause
     }
 
     /// Waits on purpose; a breaker above does not count this time against the upstream.
@@ -225,12 +228,13 @@ where
         let Some(retry_after) = result.as_ref().err().and_then(|e| e.upstream_retry_after()) else {
             return Poll::Ready(result);
         };
-        // ParagoN said 429: the pause is recorded before the answer goes up.
+        // ParagoN said 429: the pause is recorded before the answer goes up, and the
+        // answer says how long the pause really is.
         let shared = shared.clone();
         state.set(State::Waiting {
             fut: Box::pin(async move {
-                shared.upstream_throttled(retry_after).await;
-                result
+                let pause = shared.upstream_throttled(retry_after).await;
+                result.map_err(|e| e.with_upstream_retry_after(pause))
             }),
         });
         self.poll(cx)
@@ -277,6 +281,12 @@ impl<St: RateStore> RateLimitHandle<St> {
             rejected_pause: s.rejected_pause.load(Ordering::Relaxed),
             upstream_429: s.upstream_429.load(Ordering::Relaxed),
         }
+    }
+
+    /// Ends the upstream's 429 pause now (an operator's override). `false` when the
+    /// shared store could not be reached; the local pause is ended anyway.
+    pub async fn resume(&self) -> bool {
+        self.shared.store.resume().await
     }
 
     /// The budget now.

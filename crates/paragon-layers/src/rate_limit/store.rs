@@ -48,6 +48,9 @@ pub trait RateStore: Send + Sync + 'static {
     /// The budget now, for status pages.
     fn state(&self, gcra: &Gcra) -> impl Future<Output = BudgetState> + Send;
 
+    /// Ends the pause at once. `false` when a shared store could not be reached.
+    fn resume(&self) -> impl Future<Output = bool> + Send;
+
     /// The step of [`acquire`](Self::acquire), taken at once when the store needs no I/O
     /// for it; `None` (the default) when it must be awaited. A call admitted at once
     /// costs the limiter no allocation and no clone of the service below it.
@@ -118,6 +121,11 @@ impl MemoryStore {
         self.paused_until.fetch_max(until, Ordering::AcqRel);
     }
 
+    /// The synchronous step behind [`RateStore::resume`].
+    pub fn resume_now(&self) {
+        self.paused_until.store(0, Ordering::Release);
+    }
+
     /// The synchronous step behind [`RateStore::state`].
     pub fn state_now(&self, gcra: &Gcra) -> BudgetState {
         let now = self.clock.now().0;
@@ -141,6 +149,11 @@ impl RateStore for MemoryStore {
 
     fn state(&self, gcra: &Gcra) -> impl Future<Output = BudgetState> + Send {
         std::future::ready(self.state_now(gcra))
+    }
+
+    fn resume(&self) -> impl Future<Output = bool> + Send {
+        self.resume_now();
+        std::future::ready(true)
     }
 
     fn try_acquire_now(&self, gcra: &Gcra, max_wait: Duration) -> Option<Acquire> {

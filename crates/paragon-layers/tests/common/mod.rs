@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use paragon_layers::cache::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, FillAborted};
+use paragon_layers::cache::{
+    CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted,
+};
 use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
 use paragon_layers::rate_limit::{RateLimited, UpstreamThrottle};
 use paragon_layers::{Clock, Timestamp};
@@ -46,6 +48,13 @@ impl Doc {
 impl CacheStatusSink for Doc {
     fn set_cache_status(&mut self, s: CacheStatus) {
         self.status = s;
+    }
+}
+
+/// A document weighs its body.
+impl CacheWeight for Doc {
+    fn cache_weight(&self) -> usize {
+        self.body.len()
     }
 }
 

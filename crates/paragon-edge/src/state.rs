@@ -1,0 +1,163 @@
+//! The state every handler serves from: the built stack, the configuration, the
+//! metrics, and whether the instance is still serving (for the shutdown drain).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use tokio::sync::Notify;
+
+use crate::client_limit::ClientLimiter;
+use crate::config::Config;
+use crate::metrics::{LayerFigures, Metrics};
+use crate::problem::Problem;
+use crate::stack::Stack;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) stack: Stack,
+    pub(crate) client_limit: Option<ClientLimiter>,
+    pub(crate) config: Config,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) upstream: String,
+    pub(crate) embedded: bool,
+    ready: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl AppState {
+    /// State over a built stack. `upstream` is the base URL shown in status pages;
+    /// `embedded` says whether it is the in-process simulator.
+    pub fn new(
+        stack: Stack,
+        config: Config,
+        metrics: Arc<Metrics>,
+        upstream: String,
+        embedded: bool,
+        client_limit: Option<ClientLimiter>,
+    ) -> Self {
+        AppState(Arc::new(Inner {
+            stack,
+            client_limit,
+            config,
+            metrics,
+            upstream,
+            embedded,
+            ready: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }))
+    }
+
+    /// The stack served.
+    pub fn stack(&self) -> &Stack {
+        &self.0.stack
+    }
+
+    /// The instance's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.0.metrics
+    }
+
+    /// Marks the instance as shutting down: `/readyz` answers 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.0.ready.store(false, Ordering::SeqCst);
+        self.0.idle.notify_waiters();
+    }
+
+    /// Whether the instance is serving (not shutting down).
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    /// API requests being answered now.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no API request is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.0.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The client of `request` for `[client_limit]`, when it is on.
+    pub fn client_of<B>(&self, request: &http::Request<B>) -> Option<String> {
+        let limiter = self.0.client_limit.as_ref()?;
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Some(limiter.client_of(request.headers(), peer))
+    }
+
+    /// Charges `client` (when client limits are on) `requests` edge requests and
+    /// `misses` upstream calls; the answer to send instead when refused.
+    pub fn admit_client(
+        &self,
+        client: Option<&str>,
+        requests: u32,
+        misses: u32,
+    ) -> Result<(), Problem> {
+        let (Some(limiter), Some(client)) = (&self.0.client_limit, client) else {
+            return Ok(());
+        };
+        limiter.admit(client, requests, misses).map_err(|refusal| {
+            self.0.metrics.client_limited();
+            Problem::client_limited(refusal)
+        })
+    }
+
+    /// Whether a request would be answered from a fresh local cache entry.
+    pub fn is_cached(&self, request: &paragon_client::ParagonRequest) -> bool {
+        self.0
+            .stack
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.is_fresh(request))
+    }
+
+    /// Figures of the layers, read now.
+    pub fn layer_figures(&self) -> LayerFigures {
+        let s = &self.0.stack;
+        LayerFigures {
+            cache: s.cache.as_ref().map(|c| c.stats()),
+            limiter: s.limiter.as_ref().map(|l| l.stats()),
+            breaker: s.breaker.as_ref().map(|b| b.stats()),
+        }
+    }
+}
+
+/// Counts an API request in flight until dropped (also when the connection is dropped
+/// before the answer is written).
+pub struct InFlight(AppState);
+
+impl AppState {
+    /// Marks an API request in flight until the guard is dropped.
+    pub fn track(&self) -> InFlight {
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Only a shutdown drain waits for idleness, and it starts after `ready` turns
+        // false (both sequentially consistent): a request that still reads `ready` as
+        // true ended before the drain's first look at the count.
+        let state = &self.0;
+        if state.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && !state.is_ready() {
+            state.0.idle.notify_waiters();
+        }
+    }
+}
