@@ -139,8 +139,12 @@ for r in lines("redis.jsonl"):
     if "skipped" in r:
         rows.append(("Redis limiter", r["skipped"], "—", "—"))
     else:
-        rows.append(("Redis limiter added latency p50 / p99 (µs)",
+        mode = r.get("mode", "standalone")
+        rows.append((f"Redis ({mode}) limiter added latency p50 / p99 (µs)",
                      f"{r['added_p50_us']:.1f} / {r['added_p99_us']:.1f}", "(measure)", "—"))
+        if "l2_hit_p50_us" in r:
+            rows.append((f"Redis ({mode}) L2 hit p50 / p99 (µs)",
+                         f"{r['l2_hit_p50_us']:.1f} / {r['l2_hit_p99_us']:.1f}", "(measure)", "—"))
 
 if rows:
     print("### Targets\n")

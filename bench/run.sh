@@ -309,7 +309,7 @@ fi
 if want redis; then
   CALLS=20000; [ "$QUICK" = 1 ] && CALLS=5000
   if ! command -v redis-server >/dev/null 2>&1; then need redis-server redis-server || true; fi
-  timeout 120 "$BIN/redis_limiter" --calls "$CALLS" | tee "$OUT/redis.jsonl"
+  timeout 300 "$BIN/redis_limiter" --calls "$CALLS" | tee "$OUT/redis.jsonl"
 fi
 
 python3 "$ROOT/bench/report.py" "$OUT"

@@ -65,6 +65,7 @@ pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
         // Give Redis a moment so the first requests already use the fleet's state.
         if link.wait_up(Duration::from_secs(1)).await {
             tracing::info!(
+                mode = link.mode(),
                 prefix = link.prefix(),
                 "fleet mode: sharing state through Redis"
             );

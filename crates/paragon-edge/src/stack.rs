@@ -13,7 +13,7 @@ use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
 use paragon_layers::circuit_breaker::{
     BreakerConfig, BreakerHandle, CircuitBreaker, CircuitBreakerLayer,
 };
-use paragon_layers::fleet::{LinkOptions, RedisLink, RedisRateStore, RedisTier};
+use paragon_layers::fleet::{RedisLink, RedisRateStore, RedisTier};
 use paragon_layers::rate_limit::gcra::Gcra;
 use paragon_layers::rate_limit::{Acquire, BudgetState, RateStore};
 use paragon_layers::rate_limit::{
@@ -113,8 +113,8 @@ pub enum BuildError {
     /// The transport (base URL, key, TLS) cannot be set up.
     #[error(transparent)]
     Transport(#[from] paragon_client::TransportError),
-    /// Redis cannot be used (a malformed `redis.url`).
-    #[error("redis.url: {0}")]
+    /// Redis cannot be used (a malformed `[redis]` section; the message names the key).
+    #[error("{0}")]
     Redis(String),
     /// A layer setting is out of range.
     #[error("{section}.{}", .source)]
@@ -193,12 +193,12 @@ pub fn build(
     let shared_limiter = config.rate_limit.enabled && config.rate_limit.backend == Backend::Redis;
     let shared_cache = config.cache.enabled && config.cache.backend == Backend::Redis;
     let redis = if shared_limiter || shared_cache {
-        let options = LinkOptions {
-            key_prefix: config.redis.key_prefix.clone(),
-            ..LinkOptions::default()
-        };
-        let link = RedisLink::open(config.redis.url.expose(), options)
+        let options = config
+            .redis
+            .link_options()
             .map_err(|e| BuildError::Redis(e.to_string()))?;
+        let link = RedisLink::open(&config.redis.target(), options)
+            .map_err(|e| BuildError::Redis(format!("redis: {e}")))?;
         let m = metrics.clone();
         let mut up = link.subscribe();
         m.set_redis_up(*up.borrow());

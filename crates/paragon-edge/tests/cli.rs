@@ -341,3 +341,59 @@ async fn serve_without_config_uses_the_embedded_simulator_and_stops_on_sigterm()
         "it did not stop gracefully:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn an_unusable_redis_is_logged_once_with_its_cause() {
+    let redis = paragon_testkit::RedisServer::start_with(paragon_testkit::ServerOptions {
+        password: Some("right-pw-123".into()),
+        ..paragon_testkit::ServerOptions::default()
+    });
+    let sim = start_sim(SimConfig::default()).await;
+    let file = config_file(
+        "redis-auth",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"{}\"\n\
+             [rate_limit]\nbackend = \"redis\"\n[redis]\nurl = \"redis://:wrong-pw-456@127.0.0.1:{}\"\n",
+            sim.base_url(),
+            redis.port()
+        ),
+    );
+    let mut edge = spawn(&["serve", "--config", file.to_str().expect("utf-8")], &[]);
+    let addr = edge.listen_addr().await;
+    let http = client();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status: Value = http
+            .get(format!("http://{addr}/admin/status"))
+            .send()
+            .await
+            .expect("an answer")
+            .json()
+            .await
+            .expect("JSON");
+        let reason = status["redis"]["reason"].as_str().unwrap_or_default();
+        if reason.starts_with("authentication failed") {
+            assert!(!reason.contains("wrong-pw-456"), "{reason}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reason shown: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The health loop fails the same way every 250 ms: within this second it fails four
+    // more times, and none of those may be logged again.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (exit, log) = edge.terminate().await;
+    assert!(exit.success(), "{exit:?}\n{log}");
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Redis cannot be used"))
+        .collect();
+    assert_eq!(said.len(), 1, "logged once, not {}:\n{log}", said.len());
+    assert!(said[0].contains("authentication failed"), "{}", said[0]);
+    for secret in ["wrong-pw-456", "right-pw-123"] {
+        assert!(!log.contains(secret), "the log shows a password:\n{log}");
+    }
+}

@@ -402,15 +402,16 @@ async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
         get(&mut svc, n).await.unwrap();
     }
     assert_eq!(handle.stats().entries, 3);
-    assert!(handle.purge(&Get(1)).await);
-    assert!(!handle.purge(&Get(1)).await);
-    assert!(!handle.purge(&Get(99)).await);
+    assert_eq!(handle.purge(&Get(1)).await.local, 1);
+    assert_eq!(handle.purge(&Get(1)).await.local, 0);
+    assert_eq!(handle.purge(&Get(99)).await.local, 0);
     assert_eq!(handle.stats().entries, 2);
     assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
     assert_eq!(get(&mut svc, 2).await.unwrap().status, CacheStatus::Hit);
     assert_eq!(up.calls(), 4);
 
-    handle.purge_all().await;
+    let purged = handle.purge_all().await;
+    assert_eq!((purged.local, purged.shared), (3, None));
     assert_eq!(handle.stats().entries, 0);
     for n in 1..=3 {
         assert_eq!(get(&mut svc, n).await.unwrap().status, CacheStatus::Miss);

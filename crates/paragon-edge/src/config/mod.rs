@@ -2,6 +2,7 @@
 //! overrides, then `PARAGON_API_KEY`. Unknown keys are errors, every value is checked, and
 //! every error names its key.
 
+mod redis;
 mod types;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use paragon_client::Secret;
+pub use redis::{RedisConfig, RedisMode};
 pub use types::{redact_url, Backend, Dur, RedisUrl, SecretUrl};
 
 /// The whole configuration, exactly the keys of the contract, with their defaults.
@@ -276,25 +278,6 @@ impl Default for BreakerSection {
     }
 }
 
-/// `[redis]`
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port[/db]` or `rediss://…`; a password in it never prints.
-    pub url: RedisUrl,
-    /// Prefix of every key.
-    pub key_prefix: String,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            url: RedisUrl::new("redis://127.0.0.1:6379"),
-            key_prefix: "paragon-edge:".into(),
-        }
-    }
-}
-
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -480,17 +463,7 @@ impl Config {
                 "must be at least 1 when failure_rate is set",
             ));
         }
-        let redis = Url::parse(self.redis.url.expose())
-            .map_err(|e| invalid("redis.url", format!("not a URL ({e})")))?;
-        if !matches!(redis.scheme(), "redis" | "rediss") || redis.host().is_none() {
-            return Err(invalid(
-                "redis.url",
-                "must be redis://host:port or rediss://host:port",
-            ));
-        }
-        if self.redis.key_prefix.is_empty() {
-            return Err(invalid("redis.key_prefix", "must not be empty"));
-        }
+        self.redis.validate()?;
         Ok(())
     }
 

@@ -80,8 +80,11 @@ pub async fn status(State(state): State<AppState>) -> Response {
     let redis = match &s.redis {
         Some(link) => json!({
             "enabled": true,
+            "mode": link.mode(),
             "reachable": link.is_up(),
+            "reason": link.reason(),
             "instances": link.instances(),
+            "fallback_instances": link.fallback_instances(),
             "key_prefix": link.prefix(),
         }),
         None => json!({ "enabled": false }),
@@ -236,19 +239,39 @@ pub async fn purge(
     let id = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "id")
         .map(|(_, v)| v.into_owned());
-    match id {
+    let purged = match id {
         None => {
-            let before = cache.stats().entries;
-            cache.purge_all().await;
-            tracing::warn!(entries = before, "cache purged by an operator");
-            Json(json!({ "purged": before })).into_response()
+            let purged = cache.purge_all().await;
+            tracing::warn!(
+                local = purged.local,
+                shared = ?purged.shared,
+                "cache purged by an operator"
+            );
+            purged
         }
         Some(raw) => match UserId::parse(&raw) {
-            Ok(id) => {
-                let purged = cache.purge(&ParagonRequest::GetUser(id)).await;
-                Json(json!({ "purged": usize::from(purged) })).into_response()
-            }
-            Err(e) => Problem::invalid_id(&e).into_response(),
+            Ok(id) => cache.purge(&ParagonRequest::GetUser(id)).await,
+            Err(e) => return Problem::invalid_id(&e).into_response(),
         },
+    };
+    // The answer counts what was removed: this instance's entries, and the shared tier's.
+    match purged.shared {
+        None => Json(json!({ "purged": purged.local, "local": purged.local })).into_response(),
+        Some(Ok(shared)) => Json(json!({
+            "purged": purged.local as u64 + shared,
+            "local": purged.local,
+            "shared": shared,
+        }))
+        .into_response(),
+        Some(Err(e)) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "purge-incomplete",
+            "Purge incomplete",
+            format!(
+                "this instance's {} entries were removed, but the shared tier could not be purged: {e}",
+                purged.local
+            ),
+        )
+        .into_response(),
     }
 }

@@ -33,8 +33,8 @@ mod tier;
 
 pub use error::FillAborted;
 pub use layer::{CacheConfig, CacheConfigBuilder, CacheLayer};
-pub use service::{Cache, CacheHandle, CacheStats};
-pub use tier::{CachedValue, Claim, SharedTier, TierCodec, TierEntry};
+pub use service::{Cache, CacheHandle, CacheStats, Purged};
+pub use tier::{CachedValue, Claim, SharedTier, TierCodec, TierEntry, TierError};
 
 use std::borrow::Cow;
 use std::hash::Hash;

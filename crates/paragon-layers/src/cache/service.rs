@@ -15,7 +15,7 @@ use super::store::{Entry, Table};
 use super::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted};
 use crate::Clock;
 
-use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry};
+use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry, TierError};
 
 /// How often a fill that waits for another instance's fill looks for its answer.
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
@@ -401,6 +401,12 @@ where
         }
         match tier.claim(key, link.hold).await {
             Claim::Leader(token) => {
+                // Another instance may have published between the lookup and the claim
+                // (its publish frees the claim): use that entry rather than call again.
+                if let TierEntry::Fresh { value, fresh_for } = tier.lookup(key).await {
+                    tier.release(key, token).await;
+                    return Filled::Shared { value, fresh_for };
+                }
                 let result = inner.oneshot(req).await;
                 match &result {
                     Ok(r) => {
@@ -477,6 +483,16 @@ impl CacheStats {
     }
 }
 
+/// What a purge removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purged {
+    /// Entries removed from this instance's memory (counted just before clearing, for a
+    /// purge of everything).
+    pub local: usize,
+    /// Entries removed from the shared tier, or why they could not be; `None` without one.
+    pub shared: Option<Result<u64, TierError>>,
+}
+
 /// Purges and reads statistics of a cache while it serves.
 pub struct CacheHandle<K, R, E> {
     shared: Arc<Shared<K, R, E>>,
@@ -498,20 +514,24 @@ impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + '
     }
 
     /// Drops every entry (in the shared tier too, when there is one).
-    pub async fn purge_all(&self) {
+    pub async fn purge_all(&self) -> Purged {
+        let local = self.shared.table.len();
         self.shared.table.clear();
-        if let Some(link) = &self.shared.tier {
-            link.tier.purge(None).await;
-        }
+        let shared = match &self.shared.tier {
+            Some(link) => Some(link.tier.purge(None).await),
+            None => None,
+        };
+        Purged { local, shared }
     }
 
-    /// Drops the entry of `key` (in the shared tier too); true if there was one locally.
-    pub async fn purge(&self, key: &K) -> bool {
-        let had = self.shared.table.remove(key);
-        if let Some(link) = &self.shared.tier {
-            link.tier.purge(Some(key)).await;
-        }
-        had
+    /// Drops the entry of `key` (in the shared tier too).
+    pub async fn purge(&self, key: &K) -> Purged {
+        let local = usize::from(self.shared.table.remove(key));
+        let shared = match &self.shared.tier {
+            Some(link) => Some(link.tier.purge(Some(key)).await),
+            None => None,
+        };
+        Purged { local, shared }
     }
 
     /// Whether a request for `key` would be answered here now without a call below

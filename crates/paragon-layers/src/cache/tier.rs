@@ -64,9 +64,15 @@ pub trait SharedTier<K, R, E>: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()>;
     /// Gives up a claim without publishing.
     fn release<'a>(&'a self, key: &'a K, token: u64) -> BoxFuture<'a, ()>;
-    /// Drops the entry of `key`, or every entry.
-    fn purge<'a>(&'a self, key: Option<&'a K>) -> BoxFuture<'a, ()>;
+    /// Drops the entry of `key`, or every entry; how many entries it really removed, or
+    /// why it could not.
+    fn purge<'a>(&'a self, key: Option<&'a K>) -> BoxFuture<'a, Result<u64, TierError>>;
 }
+
+/// Why a shared tier could not do what was asked (its reason, for an operator).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TierError(pub String);
 
 /// Turns entries into bytes for a tier that stores bytes.
 pub trait TierCodec<K, R, E>: Send + Sync + 'static {

@@ -7,11 +7,13 @@ use crate::Clock;
 use super::RedisLink;
 
 /// One GCRA step on Redis's clock (`TIME`), so hosts with skewed clocks cannot
-/// over-issue. Times in microseconds.
+/// over-issue. Times in microseconds. Every script that writes after `TIME` first asks
+/// for effects replication, which Redis 3.2–4.0 need and later versions always do.
 ///
 /// KEYS: tat, pause. ARGV: interval, tolerance, max_wait, key ttl (ms).
 /// Returns {0, wait} admitted, {1, retry_after} over budget, {2, retry_after} paused.
 const ACQUIRE: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -37,6 +39,7 @@ return {0, 0}
 
 /// Extends the fleet's pause to `now + ARGV[1]` µs (a longer pause wins).
 const PAUSE: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local untilt = now + tonumber(ARGV[1])
@@ -59,7 +62,8 @@ return {math.max(tat - now, 0), math.max(paused - now, 0)}
 /// A rate budget shared by every instance through Redis, with a local fallback.
 ///
 /// While Redis is unreachable each instance keeps a local budget of `1/n` of the fleet's
-/// (`n` = live instances at the last heartbeat): the fleet as a whole then stays near
+/// (`n` = [`RedisLink::fallback_instances`]: the configured count, or the live instances
+/// at the last heartbeat): the fleet as a whole then stays near
 /// its quota without any coordination, and nobody waits on a dead Redis. A 429 pause is
 /// kept locally as well as in Redis, so it holds through an outage.
 pub struct RedisRateStore {
@@ -98,10 +102,10 @@ impl RedisRateStore {
         &self.link
     }
 
-    /// The local budget used while Redis is unreachable: the fleet's divided by the live
-    /// instances.
+    /// The local budget used while Redis is unreachable: the fleet's divided by the
+    /// instances assumed live.
     pub fn fallback_gcra(&self) -> Gcra {
-        let n = self.link.instances();
+        let n = self.link.fallback_instances();
         let max = (self.config.max_requests.get() / n).max(1);
         let burst = (self.config.burst.get() / n).max(1);
         Gcra::new(max, self.config.window, burst)

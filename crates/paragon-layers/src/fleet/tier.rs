@@ -4,7 +4,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redis::Value;
 
-use crate::cache::{CachedValue, Claim, SharedTier, TierCodec, TierEntry};
+use crate::cache::{CachedValue, Claim, SharedTier, TierCodec, TierEntry, TierError};
 
 use super::RedisLink;
 
@@ -207,54 +207,29 @@ where
         })
     }
 
-    fn purge<'a>(&'a self, key: Option<&'a K>) -> BoxFuture<'a, ()> {
+    fn purge<'a>(&'a self, key: Option<&'a K>) -> BoxFuture<'a, Result<u64, TierError>> {
         Box::pin(async move {
-            match key {
+            let removed = match key {
                 Some(key) => {
                     let entry = self.entry_key(key);
-                    let _ = self
-                        .link
-                        .call(|mut c| async move {
+                    self.link
+                        .try_call(|mut c| async move {
                             redis::cmd("DEL")
                                 .arg(&entry)
                                 .query_async::<u64>(&mut c)
                                 .await
                         })
-                        .await;
+                        .await
                 }
                 None => {
+                    // Entries and their fill locks; only entries are counted.
                     let pattern = format!("{}{{c:*", self.link.prefix());
-                    let mut cursor: u64 = 0;
-                    // Each round is one bounded call; stop at the end of the scan or on failure.
-                    for _ in 0..10_000 {
-                        let pattern = &pattern;
-                        let round = self
-                            .link
-                            .call(|mut c| async move {
-                                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                                    .arg(cursor)
-                                    .arg("MATCH")
-                                    .arg(pattern)
-                                    .arg("COUNT")
-                                    .arg(500)
-                                    .query_async(&mut c)
-                                    .await?;
-                                if !keys.is_empty() {
-                                    redis::cmd("UNLINK")
-                                        .arg(&keys)
-                                        .query_async::<u64>(&mut c)
-                                        .await?;
-                                }
-                                Ok(next)
-                            })
-                            .await;
-                        match round {
-                            Some(0) | None => break,
-                            Some(next) => cursor = next,
-                        }
-                    }
+                    self.link
+                        .delete_matching(&pattern, |k| !k.ends_with("}:lock"))
+                        .await
                 }
-            }
+            };
+            removed.map_err(|e| TierError(e.0))
         })
     }
 }
