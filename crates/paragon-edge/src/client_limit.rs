@@ -5,6 +5,11 @@
 //! misses, which may take at most `max_upstream_share` of the upstream budget. So one
 //! client sending fresh ids spends its own share of ParagoN's quota, not everyone's.
 //!
+//! With the rate limiter's Redis backend, the upstream share is the fleet's: each
+//! client's share is one GCRA key in Redis ([`RedisKeyedBudget`]), so a client spread
+//! over every instance still gets one share; while Redis is unreachable each instance
+//! keeps it on its own. The request budget is always per instance.
+//!
 //! Both budgets are GCRA steps over a map from client to its theoretical arrival time,
 //! the same arithmetic as the upstream limiter ([`Gcra`]). The map stays bounded: a
 //! client whose budget is full again (its TAT in the past) is dropped, which is exact,
@@ -17,6 +22,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
+use paragon_layers::fleet::{RedisKeyedBudget, RedisLink};
 use paragon_layers::rate_limit::gcra::Gcra;
 use paragon_layers::Clock;
 use parking_lot::Mutex;
@@ -50,16 +56,18 @@ pub struct ClientLimiter {
     key: ClientKey,
     requests: Budgets,
     upstream: Option<Budgets>,
+    fleet: Option<RedisKeyedBudget>,
 }
 
 impl ClientLimiter {
-    /// Budgets for `section`; the upstream share is of `rate_limit`'s budget, and there
-    /// is none when the rate limiter is off.
+    /// Budgets for `section`; the upstream share is of `rate_limit`'s budget (there is
+    /// none when the rate limiter is off), kept in Redis through `fleet` when given.
     pub fn new(
         section: &ClientLimitSection,
         key: ClientKey,
         rate_limit: &RateLimitSection,
         clock: Clock,
+        fleet: Option<RedisLink>,
     ) -> ClientLimiter {
         let requests = Gcra::new(section.max_requests, section.window.0, section.max_requests);
         let upstream = rate_limit.enabled.then(|| {
@@ -76,10 +84,14 @@ impl ClientLimiter {
                 scaled(burst),
             )
         });
+        let fleet = fleet
+            .zip(upstream)
+            .map(|(link, gcra)| RedisKeyedBudget::new(link, "share", gcra));
         ClientLimiter {
             key,
             requests: Budgets::new(requests, clock.clone()),
             upstream: upstream.map(|g| Budgets::new(g, clock)),
+            fleet,
         }
     }
 
@@ -102,19 +114,25 @@ impl ClientLimiter {
     /// Charges `client` `requests` against its request budget and `misses` (ids it asks
     /// for that are not cached) against its upstream share. Nothing is charged when
     /// refused. A single user costs one request; a batch costs 1 + its misses.
-    pub fn admit(&self, client: &str, requests: u32, misses: u32) -> Result<(), Refusal> {
-        let upstream = self.upstream.as_ref().filter(|_| misses > 0);
-        if let Some(share) = upstream {
-            share
-                .check(client, misses)
-                .map_err(|retry_after| Refusal::UpstreamShare { retry_after })?;
+    pub async fn admit(&self, client: &str, requests: u32, misses: u32) -> Result<(), Refusal> {
+        let refused = |retry_after| Refusal::Requests { retry_after };
+        let Some(share) = self.upstream.as_ref().filter(|_| misses > 0) else {
+            return self.requests.take(client, requests).map_err(refused);
+        };
+        let over_share = |retry_after| Refusal::UpstreamShare { retry_after };
+        self.requests.check(client, requests).map_err(refused)?;
+        match &self.fleet {
+            // The fleet's share, charged in Redis (or here while Redis is unreachable).
+            Some(fleet) => match fleet.take(client, misses).await {
+                Some(taken) => taken.map_err(over_share)?,
+                None => share.take(client, misses).map_err(over_share)?,
+            },
+            None => share.check(client, misses).map_err(over_share)?,
         }
-        self.requests
-            .take(client, requests)
-            .map_err(|retry_after| Refusal::Requests { retry_after })?;
-        if let Some(share) = upstream {
-            // Checked above; a concurrent request of the same client may have taken it
-            // since, and then this one is still charged (never more than one request over).
+        // Checked above; a concurrent request of the same client may have taken it
+        // since, and then this one is still charged (never more than one request over).
+        let _ = self.requests.take(client, requests);
+        if self.fleet.is_none() {
             let _ = share.take(client, misses);
         }
         Ok(())
@@ -191,6 +209,11 @@ mod tests {
     use super::*;
     use crate::config::Dur;
 
+    /// The answer of a future that needs no I/O (no fleet: every budget is local).
+    fn now<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures_util::FutureExt::now_or_never(f).expect("local budgets answer at once")
+    }
+
     fn limiter(max_requests: u32, share: f64, upstream: u32) -> (ClientLimiter, Clock) {
         let clock = Clock::manual();
         let section = ClientLimitSection {
@@ -205,7 +228,7 @@ mod tests {
             ..RateLimitSection::default()
         };
         (
-            ClientLimiter::new(&section, ClientKey::Ip, &rate, clock.clone()),
+            ClientLimiter::new(&section, ClientKey::Ip, &rate, clock.clone(), None),
             clock,
         )
     }
@@ -214,40 +237,51 @@ mod tests {
     fn each_client_has_its_own_request_budget() {
         let (l, clock) = limiter(3, 1.0, 1000);
         for _ in 0..3 {
-            assert_eq!(l.admit("a", 1, 0), Ok(()));
+            assert_eq!(now(l.admit("a", 1, 0)), Ok(()));
         }
-        let Err(Refusal::Requests { retry_after }) = l.admit("a", 1, 0) else {
+        let Err(Refusal::Requests { retry_after }) = now(l.admit("a", 1, 0)) else {
             panic!("the fourth request of a is refused");
         };
         assert_eq!(retry_after, Duration::from_secs(20));
-        assert_eq!(l.admit("b", 1, 0), Ok(()), "b is not affected by a");
+        assert_eq!(now(l.admit("b", 1, 0)), Ok(()), "b is not affected by a");
         clock.advance(Duration::from_secs(20));
-        assert_eq!(l.admit("a", 1, 0), Ok(()), "a's budget refills at its rate");
+        assert_eq!(
+            now(l.admit("a", 1, 0)),
+            Ok(()),
+            "a's budget refills at its rate"
+        );
     }
 
     #[test]
     fn misses_take_the_clients_share_of_the_upstream_budget() {
         // 100 upstream calls per minute, a quarter each: 25 misses for one client.
         let (l, _clock) = limiter(1000, 0.25, 100);
-        assert_eq!(l.admit("greedy", 1, 25), Ok(()));
+        assert_eq!(now(l.admit("greedy", 1, 25)), Ok(()));
         assert!(matches!(
-            l.admit("greedy", 1, 1),
+            now(l.admit("greedy", 1, 1)),
             Err(Refusal::UpstreamShare { .. })
         ));
-        assert_eq!(l.admit("greedy", 1, 0), Ok(()), "hits are still served");
-        assert_eq!(l.admit("polite", 1, 1), Ok(()));
+        assert_eq!(
+            now(l.admit("greedy", 1, 0)),
+            Ok(()),
+            "hits are still served"
+        );
+        assert_eq!(now(l.admit("polite", 1, 1)), Ok(()));
     }
 
     #[test]
     fn a_batch_counts_one_plus_its_misses_and_a_refusal_charges_nothing() {
         let (l, _clock) = limiter(5, 1.0, 1000);
-        assert!(matches!(l.admit("a", 6, 5), Err(Refusal::Requests { .. })));
+        assert!(matches!(
+            now(l.admit("a", 6, 5)),
+            Err(Refusal::Requests { .. })
+        ));
         assert_eq!(
-            l.admit("a", 5, 4),
+            now(l.admit("a", 5, 4)),
             Ok(()),
             "the refused batch charged nothing"
         );
-        assert!(l.admit("a", 1, 0).is_err());
+        assert!(now(l.admit("a", 1, 0)).is_err());
     }
 
     #[test]
@@ -268,17 +302,17 @@ mod tests {
     fn the_map_forgets_whole_budgets_and_shares_one_past_its_bound() {
         let (l, clock) = limiter(2, 1.0, 1000);
         for i in 0..MAX_TRACKED {
-            l.admit(&format!("c{i}"), 1, 0).unwrap();
+            now(l.admit(&format!("c{i}"), 1, 0)).unwrap();
         }
         assert_eq!(l.tracked(), MAX_TRACKED);
         // Full of busy clients: newcomers share the overflow budget of 2.
-        assert_eq!(l.admit("new-1", 1, 0), Ok(()));
-        assert_eq!(l.admit("new-2", 1, 0), Ok(()));
-        assert!(l.admit("new-3", 1, 0).is_err());
+        assert_eq!(now(l.admit("new-1", 1, 0)), Ok(()));
+        assert_eq!(now(l.admit("new-2", 1, 0)), Ok(()));
+        assert!(now(l.admit("new-3", 1, 0)).is_err());
         assert!(l.tracked() <= MAX_TRACKED + 1);
         // Once their budgets are whole again, they are forgotten and room is made.
         clock.advance(Duration::from_secs(61));
-        assert_eq!(l.admit("new-4", 1, 0), Ok(()));
+        assert_eq!(now(l.admit("new-4", 1, 0)), Ok(()));
         assert!(l.tracked() <= 2, "{}", l.tracked());
     }
 }

@@ -73,11 +73,17 @@ pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
     }
     let client_limit = if config.client_limit.enabled {
         let key = config.client_limit.client_key()?;
+        // With the fleet's budget in Redis, each client's share of it is the fleet's too.
+        let fleet = stack
+            .redis
+            .clone()
+            .filter(|_| config.rate_limit.backend == crate::config::Backend::Redis);
         Some(ClientLimiter::new(
             &config.client_limit,
             key,
             &config.rate_limit,
             clock,
+            fleet,
         ))
     } else {
         None

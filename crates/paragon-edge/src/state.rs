@@ -103,7 +103,7 @@ impl AppState {
 
     /// Charges `client` (when client limits are on) `requests` edge requests and
     /// `misses` upstream calls; the answer to send instead when refused.
-    pub fn admit_client(
+    pub async fn admit_client(
         &self,
         client: Option<&str>,
         requests: u32,
@@ -112,10 +112,13 @@ impl AppState {
         let (Some(limiter), Some(client)) = (&self.0.client_limit, client) else {
             return Ok(());
         };
-        limiter.admit(client, requests, misses).map_err(|refusal| {
-            self.0.metrics.client_limited();
-            Problem::client_limited(refusal)
-        })
+        limiter
+            .admit(client, requests, misses)
+            .await
+            .map_err(|refusal| {
+                self.0.metrics.client_limited();
+                Problem::client_limited(refusal)
+            })
     }
 
     /// Whether a request would be answered from a fresh local cache entry.

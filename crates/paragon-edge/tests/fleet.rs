@@ -892,3 +892,47 @@ async fn a_connection_killed_while_redis_is_down_is_replaced() {
     })
     .await;
 }
+
+/// One client spread over two instances gets one share of the fleet's upstream budget,
+/// not one per instance; another client keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_upstream_share_is_the_fleets() {
+    let redis = RedisServer::start();
+    let sim = sim(Faults::default()).await;
+    let mut config = fleet_config(
+        &standalone(&redis.url()),
+        &sim.base_url(),
+        "max_requests = 40\nwindow = \"60s\"",
+        "",
+    );
+    config.client_limit.enabled = true;
+    config.client_limit.key = "header:x-client".into();
+    config.client_limit.max_upstream_share = 0.25;
+    let edges = fleet(2, &config).await;
+    let client = reqwest::Client::new();
+    let get = |edge: usize, id: String, who: &'static str| {
+        let url = format!("{}/v1/users/{id}", edges[edge].base);
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(url)
+                .header("x-client", who)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    };
+    // A quarter of 40 is 10 misses for the whole fleet, whichever instance they reach.
+    let mut greedy_ok = 0;
+    for i in 0..16 {
+        if get(i % 2, format!("g{i}"), "greedy").await == 200 {
+            greedy_ok += 1;
+        }
+    }
+    assert_eq!(greedy_ok, 10, "one share across both instances");
+    for i in 0..4 {
+        assert_eq!(get(i % 2, format!("p{i}"), "polite").await, 200);
+    }
+    assert_eq!(sim.sim().served_total(), 14);
+}

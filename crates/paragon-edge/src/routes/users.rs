@@ -37,7 +37,7 @@ pub async fn get_user(
     let client = state.client_of(&request);
     if client.is_some() {
         let misses = u32::from(!state.is_cached(&ParagonRequest::GetUser(id.clone())));
-        if let Err(p) = state.admit_client(client.as_deref(), 1, misses) {
+        if let Err(p) = state.admit_client(client.as_deref(), 1, misses).await {
             return p.into_response();
         }
     }
@@ -141,7 +141,10 @@ pub async fn get_batch(
             .filter(|id| !state.is_cached(&ParagonRequest::GetUser((*id).clone())))
             .count();
         let misses = u32::try_from(misses).unwrap_or(u32::MAX);
-        if let Err(p) = state.admit_client(client.as_deref(), misses.saturating_add(1), misses) {
+        if let Err(p) = state
+            .admit_client(client.as_deref(), misses.saturating_add(1), misses)
+            .await
+        {
             return p.into_response();
         }
     }

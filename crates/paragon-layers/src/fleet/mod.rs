@@ -9,6 +9,8 @@
 //!   Redis's own clock, with the fleet-wide 429 pause, falling back to a local budget of
 //!   `1/n` of the fleet's (n = live instances last seen, or as configured) while Redis is
 //!   unreachable;
+//! - [`RedisKeyedBudget`] — a budget per key (a frontend client) shared by the fleet, the
+//!   same GCRA step on a key of its own;
 //! - [`RedisTier`] — a shared second cache tier with a fenced fill lock, so one cold key
 //!   costs one upstream call across the fleet.
 //!
@@ -22,5 +24,5 @@ mod rate_store;
 mod tier;
 
 pub use link::{LinkOptions, RedisConn, RedisLink, RedisTarget, Unavailable};
-pub use rate_store::RedisRateStore;
+pub use rate_store::{RedisKeyedBudget, RedisRateStore};
 pub use tier::RedisTier;

@@ -37,6 +37,66 @@ end
 return {0, 0}
 "#;
 
+/// A budget per key (a frontend client, say), shared by the fleet: the [`ACQUIRE`] step
+/// on a key of its own, never waiting and never paused.
+///
+/// Its keys are `PREFIX{NAME:KEY}:tat` (and an unused `…:pause` beside it, in the same
+/// slot), so each key's budget lives on one node of a cluster and budgets spread over
+/// the slots. Each expires once its budget is whole again.
+pub struct RedisKeyedBudget {
+    link: RedisLink,
+    name: String,
+    gcra: Gcra,
+    acquire: redis::Script,
+}
+
+impl RedisKeyedBudget {
+    /// Budgets named `name` (one per key) of `gcra` on `link`.
+    pub fn new(link: RedisLink, name: &str, gcra: Gcra) -> Self {
+        RedisKeyedBudget {
+            link,
+            name: name.to_owned(),
+            gcra,
+            acquire: redis::Script::new(ACQUIRE),
+        }
+    }
+
+    /// Charges `n` calls to `key`'s budget: `Some(Ok(()))` when they conform,
+    /// `Some(Err(retry_after))` when they do not (nothing charged), `None` when Redis
+    /// cannot be used (the caller falls back to a budget of its own).
+    pub async fn take(&self, key: &str, n: u32) -> Option<Result<(), Duration>> {
+        let prefix = self.link.prefix();
+        let tat_key = format!("{prefix}{{{}:{key}}}:tat", self.name);
+        let pause_key = format!("{prefix}{{{}:{key}}}:pause", self.name);
+        let cost = (self.gcra.interval / 1_000)
+            .max(1)
+            .saturating_mul(u64::from(n));
+        let tolerance = self.gcra.tolerance / 1_000;
+        let ttl = (self.gcra.tolerance + self.gcra.interval) / 1_000_000 + 1_000;
+        let reply = self
+            .link
+            .call(|mut c| {
+                let (tat_key, pause_key) = (&tat_key, &pause_key);
+                async move {
+                    self.acquire
+                        .key(tat_key)
+                        .key(pause_key)
+                        .arg(cost)
+                        .arg(tolerance)
+                        .arg(0u64)
+                        .arg(ttl)
+                        .invoke_async::<(u8, u64)>(&mut c)
+                        .await
+                }
+            })
+            .await?;
+        Some(match reply {
+            (0, _) => Ok(()),
+            (_, retry) => Err(Duration::from_micros(retry)),
+        })
+    }
+}
+
 /// Extends the fleet's pause to `now + ARGV[1]` µs (a longer pause wins).
 const PAUSE: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
