@@ -37,8 +37,8 @@ end
 return {0, 0}
 "#;
 
-/// A budget per key (a frontend client, say), shared by the fleet: the [`ACQUIRE`] step
-/// on a key of its own, never waiting and never paused.
+/// A budget per key (a frontend client, say), shared by the fleet: the same GCRA step as
+/// [`RedisRateStore`]'s, on a key of its own, never waiting and never paused.
 ///
 /// Its keys are `PREFIX{NAME:KEY}:tat` (and an unused `…:pause` beside it, in the same
 /// slot), so each key's budget lives on one node of a cluster and budgets spread over
