@@ -332,6 +332,31 @@ where
     }
 }
 
+/// What the accept loop serves each connection with: the edge's HTTP service.
+pub trait HttpService:
+    Service<
+        http::Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<
+            http::Request<Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Whether an accept error means this process is out of descriptors or memory (it
 /// passes once connections close) rather than a fault of one connection.
 fn out_of_resources(e: &io::Error) -> bool {
@@ -351,11 +376,7 @@ pub async fn serve<S>(
     peer_info: bool,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     metrics.set_connection_cap(limits.max_connections);
@@ -445,11 +466,7 @@ async fn serve_one<S>(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) where
-    S: Service<http::Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
 {
     let requests = Arc::new(Requests::new());
     let io = Guarded::new(stream, requests.clone(), limits, metrics);
