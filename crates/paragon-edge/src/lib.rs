@@ -16,7 +16,7 @@
 //! # Layout
 //! - [`config`] — the TOML/environment configuration, validated once;
 //! - [`stack`] — the one composition of the layers;
-//! - [`app`] — `app(state) -> Router`: the routes behind CORS, counting and request ids;
+//! - [`app`] — `app(state)`: the router, wrapped whole in request ids, counting and CORS;
 //! - [`state`] — what every handler serves from;
 //! - [`client_limit`] — per-client budgets (`[client_limit]`);
 //! - [`routes`] — handlers: users, batch, health, metrics, admin;
