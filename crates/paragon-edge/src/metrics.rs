@@ -1,20 +1,29 @@
-//! The service's metrics, rendered as Prometheus text.
+//! The service's metrics, as Prometheus text, through the `prometheus-client` crate.
 //!
-//! A fixed set of atomic counters per instance (no global registry, no label hashing on
-//! the request path): several edges in one process keep separate figures, and counting a
-//! request costs one uncontended-cache-line atomic add. Layer figures (cache, limiter,
-//! breaker) are read from the layers' own handles when `/metrics` is scraped.
+//! Each edge owns its own [`Registry`], so several edges in one process keep separate
+//! figures. The counters the request path touches are resolved once and kept at hand,
+//! so counting a request is an atomic add. Figures the layers keep themselves (cache,
+//! limiter, breaker) and Redis reachability are read when `/metrics` is scraped, and
+//! exposed as constant samples after the registry's own.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use paragon_client::{Error, ParagonRequest, ParagonResponse};
 use paragon_layers::circuit_breaker::{BreakerState, Transition};
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tower::Service;
+
+/// The `Content-Type` of what [`Metrics::render`] writes: Prometheus text, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Routes, as metric labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,13 +107,6 @@ const STATES: [BreakerState; 4] = [
     BreakerState::ForcedOpen,
 ];
 
-fn state_index(s: BreakerState) -> usize {
-    STATES.iter().position(|x| *x == s).unwrap_or(0)
-}
-
-#[repr(align(128))]
-struct Padded<T>(T);
-
 /// Why the edge closed a frontend's connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -124,52 +126,136 @@ impl CloseReason {
     }
 }
 
-/// Frontend connections.
-#[derive(Default)]
-struct Connections {
-    open: AtomicI64,
-    max: AtomicU64,
-    at_cap: AtomicI64,
-    closed_header_timeout: AtomicU64,
-    closed_idle: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    status: u16,
 }
 
-/// Counters of one edge instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+/// Statuses below this have a slot in the table of request counters.
+const STATUS_SLOTS: usize = 600;
+
+/// The metrics of one edge instance.
 pub struct Metrics {
-    http: Vec<Padded<Vec<AtomicU64>>>,
-    upstream: Padded<Upstream>,
-    transitions: [[AtomicU64; 4]; 4],
+    registry: Registry,
+    http: Family<HttpLabels, Counter>,
+    /// The counter of each (route, status) pair, filled the first time the pair is
+    /// counted. A `Family` lookup takes a read lock and hashes the labels; the table makes
+    /// counting a request one atomic load and one atomic add, and a pair still appears in
+    /// `/metrics` only once it has been counted.
+    http_slots: Vec<Box<[OnceLock<Counter>]>>,
+    upstream_calls: [Counter; OUTCOMES.len()],
+    upstream_latency: Histogram,
+    upstream_in_flight: Gauge,
+    connections_open: Gauge,
+    connections_at_cap: Gauge,
+    connections_closed: [Counter; 2],
+    connections_max: AtomicU64,
+    client_limited: Counter,
+    /// Exposed only with a breaker in the stack, as its other figures are.
+    transitions: Family<TransitionLabels, Counter>,
+    /// -1 outside fleet mode, where the gauge is not exposed; else 0 or 1.
     redis_up: AtomicI64,
-    connections: Padded<Connections>,
-    client_limited: AtomicU64,
-}
-
-struct Upstream {
-    calls: [AtomicU64; OUTCOMES.len()],
-    buckets: [AtomicU64; BUCKETS.len()],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-    in_flight: AtomicI64,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let mut registry = Registry::default();
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "paragon_edge_http_requests",
+            "HTTP requests answered, by route and status",
+            http.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "paragon_edge_connections_open",
+            "Frontend connections open",
+            connections_open.clone(),
+        );
+        let connections_at_cap = Gauge::default();
+        registry.register(
+            "paragon_edge_connections_at_cap",
+            "1 while server.max_connections are open and new ones wait in the backlog",
+            connections_at_cap.clone(),
+        );
+        let closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "paragon_edge_connections_closed",
+            "Frontend connections closed by the edge's timeouts, by reason",
+            closed.clone(),
+        );
+        let connections_closed = [CloseReason::HeaderTimeout, CloseReason::Idle]
+            .map(|r| closed.get_or_create_owned(&ReasonLabels { reason: r.label() }));
+        let client_limited = Counter::default();
+        registry.register(
+            "paragon_edge_client_limit_rejections",
+            "Requests refused because their client was over its own limit",
+            client_limited.clone(),
+        );
+        let calls = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "paragon_edge_upstream_calls",
+            "Calls that reached ParagoN, by outcome",
+            calls.clone(),
+        );
+        let upstream_calls =
+            OUTCOMES.map(|outcome| calls.get_or_create_owned(&OutcomeLabels { outcome }));
+        let upstream_in_flight = Gauge::default();
+        registry.register(
+            "paragon_edge_upstream_in_flight",
+            "Calls to ParagoN in flight",
+            upstream_in_flight.clone(),
+        );
+        let upstream_latency = Histogram::new(BUCKETS);
+        registry.register(
+            "paragon_edge_upstream_latency_seconds",
+            "Latency of calls to ParagoN",
+            upstream_latency.clone(),
+        );
         Metrics {
-            http: ROUTES
+            registry,
+            http,
+            http_slots: ROUTES
                 .iter()
-                .map(|_| Padded((0..600).map(|_| AtomicU64::new(0)).collect()))
+                .map(|_| (0..STATUS_SLOTS).map(|_| OnceLock::new()).collect())
                 .collect(),
-            upstream: Padded(Upstream {
-                calls: Default::default(),
-                buckets: Default::default(),
-                sum_micros: AtomicU64::new(0),
-                count: AtomicU64::new(0),
-                in_flight: AtomicI64::new(0),
-            }),
-            transitions: Default::default(),
+            upstream_calls,
+            upstream_latency,
+            upstream_in_flight,
+            connections_open,
+            connections_at_cap,
+            connections_closed,
+            connections_max: AtomicU64::new(0),
+            client_limited,
+            transitions: Family::default(),
             redis_up: AtomicI64::new(-1),
-            connections: Padded(Connections::default()),
-            client_limited: AtomicU64::new(0),
         }
     }
 }
@@ -189,15 +275,26 @@ impl Metrics {
     /// Counts one answered HTTP request.
     #[inline]
     pub fn http(&self, route: Route, status: u16) {
+        let labels = || HttpLabels {
+            route: route.label(),
+            status,
+        };
         // `ROUTES` lists the variants in declaration order, so the discriminant is the index.
-        if let Some(c) = self.http[route as usize].0.get(usize::from(status)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        match self.http_slots[route as usize].get(usize::from(status)) {
+            Some(slot) => slot
+                .get_or_init(|| self.http.get_or_create_owned(&labels()))
+                .inc(),
+            None => self.http.get_or_create(&labels()).inc(),
+        };
     }
 
     /// Counts one change of the breaker's state.
     pub fn transition(&self, t: Transition) {
-        self.transitions[state_index(t.from)][state_index(t.to)].fetch_add(1, Ordering::Relaxed);
+        let labels = TransitionLabels {
+            from: t.from.as_str(),
+            to: t.to.as_str(),
+        };
+        self.transitions.get_or_create(&labels).inc();
     }
 
     /// Records whether the shared store is reachable (fleet mode).
@@ -207,347 +304,171 @@ impl Metrics {
 
     /// Counts a request refused by `[client_limit]`.
     pub fn client_limited(&self) {
-        self.client_limited.fetch_add(1, Ordering::Relaxed);
+        self.client_limited.inc();
     }
 
     /// Counts a connection accepted.
     pub fn connection_opened(&self) {
-        self.connections.0.open.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.inc();
     }
 
     /// Counts a connection closed, for whatever reason.
     pub fn connection_ended(&self) {
-        self.connections.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.connections_open.dec();
     }
 
     /// Counts a connection closed by one of the edge's timeouts.
     pub fn connection_closed(&self, reason: CloseReason) {
-        let c = &self.connections.0;
-        match reason {
-            CloseReason::HeaderTimeout => &c.closed_header_timeout,
-            CloseReason::Idle => &c.closed_idle,
-        }
-        .fetch_add(1, Ordering::Relaxed);
+        // The array is in declaration order, so the discriminant is the index.
+        self.connections_closed[reason as usize].inc();
     }
 
     /// Records `server.max_connections`.
     pub fn set_connection_cap(&self, max: usize) {
-        self.connections.0.max.store(max as u64, Ordering::Relaxed);
+        self.connections_max.store(max as u64, Ordering::Relaxed);
     }
 
     /// Records whether the accept loop is holding new connections back.
     pub fn set_at_cap(&self, at_cap: bool) {
-        self.connections
-            .0
-            .at_cap
-            .store(i64::from(at_cap), Ordering::Relaxed);
+        self.connections_at_cap.set(i64::from(at_cap));
     }
 
     /// Frontend connections open now, and the cap.
     pub fn connections(&self) -> (i64, u64) {
-        let c = &self.connections.0;
         (
-            c.open.load(Ordering::Relaxed),
-            c.max.load(Ordering::Relaxed),
+            self.connections_open.get(),
+            self.connections_max.load(Ordering::Relaxed),
         )
     }
 
     /// Connections closed by the head timeout and by the idle timeout so far.
     pub fn connections_closed(&self) -> (u64, u64) {
-        let c = &self.connections.0;
-        (
-            c.closed_header_timeout.load(Ordering::Relaxed),
-            c.closed_idle.load(Ordering::Relaxed),
-        )
+        let [head, idle] = &self.connections_closed;
+        (head.get(), idle.get())
     }
 
     /// Upstream calls in flight now.
     pub fn upstream_in_flight(&self) -> i64 {
-        self.upstream.0.in_flight.load(Ordering::Relaxed)
+        self.upstream_in_flight.get()
     }
 
     /// Upstream calls made, whatever their outcome.
     pub fn upstream_calls(&self) -> u64 {
-        self.upstream
-            .0
-            .calls
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        self.upstream_calls.iter().map(Counter::get).sum()
     }
 
     fn record_upstream(&self, result: &Result<ParagonResponse, Error>, started: Instant) {
-        let u = &self.upstream.0;
-        let secs = started.elapsed().as_secs_f64();
-        u.calls[outcome_index(result)].fetch_add(1, Ordering::Relaxed);
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            u.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        u.sum_micros
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
-        u.count.fetch_add(1, Ordering::Relaxed);
+        self.upstream_calls[outcome_index(result)].inc();
+        // The histogram takes a short lock per observation, which is nothing next to the
+        // network call it times.
+        self.upstream_latency
+            .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Prometheus text exposition of everything.
+    /// Prometheus text exposition of everything: the registry's metrics, then the layers'
+    /// figures and Redis reachability as they are now.
     pub fn render(&self, layers: &LayerFigures) -> String {
-        let mut out = String::with_capacity(4096);
-        let w = &mut out;
-        header(
-            w,
-            "paragon_edge_http_requests_total",
-            "counter",
-            "HTTP requests answered, by route and status.",
-        );
-        for (route, counters) in ROUTES.iter().zip(&self.http) {
-            for (status, c) in counters.0.iter().enumerate() {
-                let n = c.load(Ordering::Relaxed);
-                if n > 0 {
-                    let _ = writeln!(
-                        w,
-                        "paragon_edge_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                        route.label()
-                    );
-                }
-            }
-        }
-
-        let c = &self.connections.0;
-        header(
-            w,
-            "paragon_edge_connections_open",
-            "gauge",
-            "Frontend connections open.",
-        );
-        let _ = writeln!(
-            w,
-            "paragon_edge_connections_open {}",
-            c.open.load(Ordering::Relaxed)
-        );
-        header(
-            w,
-            "paragon_edge_connections_at_cap",
-            "gauge",
-            "1 while server.max_connections are open and new ones wait in the backlog.",
-        );
-        let _ = writeln!(
-            w,
-            "paragon_edge_connections_at_cap {}",
-            c.at_cap.load(Ordering::Relaxed)
-        );
-        header(
-            w,
-            "paragon_edge_connections_closed_total",
-            "counter",
-            "Frontend connections closed by the edge's timeouts, by reason.",
-        );
-        let (head, idle) = self.connections_closed();
-        let _ = writeln!(
-            w,
-            "paragon_edge_connections_closed_total{{reason=\"header_timeout\"}} {head}"
-        );
-        let _ = writeln!(
-            w,
-            "paragon_edge_connections_closed_total{{reason=\"idle_timeout\"}} {idle}"
-        );
-
-        header(
-            w,
-            "paragon_edge_client_limit_rejections_total",
-            "counter",
-            "Requests refused because their client was over its own limit.",
-        );
-        let _ = writeln!(
-            w,
-            "paragon_edge_client_limit_rejections_total {}",
-            self.client_limited.load(Ordering::Relaxed)
-        );
-
-        let u = &self.upstream.0;
-        header(
-            w,
-            "paragon_edge_upstream_calls_total",
-            "counter",
-            "Calls that reached ParagoN, by outcome.",
-        );
-        for (name, c) in OUTCOMES.iter().zip(&u.calls) {
-            let _ = writeln!(
-                w,
-                "paragon_edge_upstream_calls_total{{outcome=\"{name}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        header(
-            w,
-            "paragon_edge_upstream_in_flight",
-            "gauge",
-            "Calls to ParagoN in flight.",
-        );
-        let _ = writeln!(
-            w,
-            "paragon_edge_upstream_in_flight {}",
-            u.in_flight.load(Ordering::Relaxed)
-        );
-        header(
-            w,
-            "paragon_edge_upstream_latency_seconds",
-            "histogram",
-            "Latency of calls to ParagoN.",
-        );
-        let mut cumulative = 0;
-        for (bound, c) in BUCKETS.iter().zip(&u.buckets) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(
-                w,
-                "paragon_edge_upstream_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let count = u.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            w,
-            "paragon_edge_upstream_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            w,
-            "paragon_edge_upstream_latency_seconds_sum {}",
-            u.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(w, "paragon_edge_upstream_latency_seconds_count {count}");
-
+        let mut now = Registry::default();
         if let Some(c) = &layers.cache {
-            header(
-                w,
-                "paragon_edge_cache_hits_total",
-                "counter",
-                "Answers served from a fresh cache entry.",
+            let r = &mut now;
+            counter(
+                r,
+                "paragon_edge_cache_hits",
+                "Answers served from a fresh cache entry",
+                c.hits,
             );
-            let _ = writeln!(w, "paragon_edge_cache_hits_total {}", c.hits);
-            header(
-                w,
-                "paragon_edge_cache_misses_total",
-                "counter",
-                "Cache misses (fills started).",
+            counter(
+                r,
+                "paragon_edge_cache_misses",
+                "Cache misses (fills started)",
+                c.misses,
             );
-            let _ = writeln!(w, "paragon_edge_cache_misses_total {}", c.misses);
-            header(
-                w,
-                "paragon_edge_cache_stale_total",
-                "counter",
-                "Stale answers served while ParagoN could not answer.",
+            counter(
+                r,
+                "paragon_edge_cache_stale",
+                "Stale answers served while ParagoN could not answer",
+                c.stale,
             );
-            let _ = writeln!(w, "paragon_edge_cache_stale_total {}", c.stale);
-            header(
-                w,
+            r.register(
                 "paragon_edge_cache_entries",
-                "gauge",
-                "Entries in the cache.",
+                "Entries in the cache",
+                ConstGauge::new(c.entries),
             );
-            let _ = writeln!(w, "paragon_edge_cache_entries {}", c.entries);
-            header(
-                w,
+            r.register(
                 "paragon_edge_cache_bytes",
-                "gauge",
-                "Bytes of the bodies in the cache.",
+                "Bytes of the bodies in the cache",
+                ConstGauge::new(c.bytes),
             );
-            let _ = writeln!(w, "paragon_edge_cache_bytes {}", c.bytes);
         }
         if let Some(l) = &layers.limiter {
-            header(
-                w,
-                "paragon_edge_rate_limit_admitted_total",
-                "counter",
-                "Upstream calls admitted by the rate limiter.",
+            counter(
+                &mut now,
+                "paragon_edge_rate_limit_admitted",
+                "Upstream calls admitted by the rate limiter",
+                l.admitted,
             );
-            let _ = writeln!(w, "paragon_edge_rate_limit_admitted_total {}", l.admitted);
-            header(
-                w,
-                "paragon_edge_rate_limit_rejections_total",
-                "counter",
-                "Calls refused by the rate limiter, by cause.",
+            let rejections = Family::<CauseLabels, Counter>::default();
+            for (cause, n) in [
+                ("budget", l.rejected_budget),
+                ("upstream_pause", l.rejected_pause),
+            ] {
+                rejections.get_or_create(&CauseLabels { cause }).inc_by(n);
+            }
+            now.register(
+                "paragon_edge_rate_limit_rejections",
+                "Calls refused by the rate limiter, by cause",
+                rejections,
             );
-            let _ = writeln!(
-                w,
-                "paragon_edge_rate_limit_rejections_total{{cause=\"budget\"}} {}",
-                l.rejected_budget
-            );
-            let _ = writeln!(
-                w,
-                "paragon_edge_rate_limit_rejections_total{{cause=\"upstream_pause\"}} {}",
-                l.rejected_pause
-            );
-            header(
-                w,
-                "paragon_edge_rate_limit_upstream_429_total",
-                "counter",
-                "429 answers received from ParagoN.",
-            );
-            let _ = writeln!(
-                w,
-                "paragon_edge_rate_limit_upstream_429_total {}",
-                l.upstream_429
+            counter(
+                &mut now,
+                "paragon_edge_rate_limit_upstream_429",
+                "429 answers received from ParagoN",
+                l.upstream_429,
             );
         }
         if let Some(b) = &layers.breaker {
-            header(
-                w,
-                "paragon_edge_circuit_breaker_state",
-                "gauge",
-                "1 for the breaker's current state.",
-            );
+            let state = Family::<StateLabels, Gauge>::default();
             for s in STATES {
-                let _ = writeln!(
-                    w,
-                    "paragon_edge_circuit_breaker_state{{state=\"{}\"}} {}",
-                    s.as_str(),
-                    u8::from(b.state == s)
-                );
+                state
+                    .get_or_create(&StateLabels { state: s.as_str() })
+                    .set(i64::from(b.state == s));
             }
-            header(
-                w,
-                "paragon_edge_circuit_breaker_transitions_total",
-                "counter",
-                "Changes of the breaker's state.",
+            now.register(
+                "paragon_edge_circuit_breaker_state",
+                "1 for the breaker's current state",
+                state,
             );
-            for (i, from) in STATES.iter().enumerate() {
-                for (j, to) in STATES.iter().enumerate() {
-                    let n = self.transitions[i][j].load(Ordering::Relaxed);
-                    if n > 0 {
-                        let _ = writeln!(
-                            w,
-                            "paragon_edge_circuit_breaker_transitions_total{{from=\"{}\",to=\"{}\"}} {n}",
-                            from.as_str(),
-                            to.as_str()
-                        );
-                    }
-                }
-            }
-            header(
-                w,
-                "paragon_edge_circuit_breaker_rejections_total",
-                "counter",
-                "Calls refused while the breaker was open.",
+            now.register(
+                "paragon_edge_circuit_breaker_transitions",
+                "Changes of the breaker's state",
+                self.transitions.clone(),
             );
-            let _ = writeln!(
-                w,
-                "paragon_edge_circuit_breaker_rejections_total {}",
-                b.rejected
+            counter(
+                &mut now,
+                "paragon_edge_circuit_breaker_rejections",
+                "Calls refused while the breaker was open",
+                b.rejected,
             );
         }
         let redis = self.redis_up.load(Ordering::Relaxed);
         if redis >= 0 {
-            header(
-                w,
+            now.register(
                 "paragon_edge_redis_up",
-                "gauge",
-                "1 while the shared Redis store is reachable.",
+                "1 while the shared Redis store is reachable",
+                ConstGauge::new(redis),
             );
-            let _ = writeln!(w, "paragon_edge_redis_up {redis}");
         }
+        let mut out = String::with_capacity(4096);
+        // Writing into a `String` cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_text::encode(&mut out, &now);
         out
     }
 }
 
-fn header(w: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// Registers a counter whose value was read from a layer.
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    registry.register(name, help, ConstCounter::new(value));
 }
 
 /// The bottom wrapper of the stack: bounds the calls in flight to ParagoN
@@ -584,7 +505,7 @@ struct InFlight(Arc<Metrics>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.upstream.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.upstream_in_flight.dec();
     }
 }
 
@@ -615,7 +536,7 @@ where
                     _ => return Err(Error::Overloaded),
                 },
             };
-            metrics.upstream.0.in_flight.fetch_add(1, Ordering::Relaxed);
+            metrics.upstream_in_flight.inc();
             let _in_flight = InFlight(metrics.clone());
             let started = Instant::now();
             let result = inner.call(req).await;

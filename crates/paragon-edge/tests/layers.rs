@@ -373,6 +373,96 @@ async fn metrics_move_with_traffic() {
     );
 }
 
+/// `/metrics` passes Prometheus's own checker (`promtool check metrics`) with every family
+/// present, and exposes exactly the names of the README's table. The check is skipped,
+/// with a note, where `promtool` is not installed (Debian's package is `prometheus`).
+#[tokio::test]
+async fn metrics_pass_promtool_check() {
+    // An open breaker after two failures: answers of several statuses, a transition
+    // and rejections, next to the cache's and the limiter's figures.
+    let edge = start_edge_with(
+        "[circuit_breaker]\nfailure_threshold = 2\nopen_for = \"60s\"",
+        faults(Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        }),
+    )
+    .await;
+    for id in ["u1", "u2", "u3"] {
+        edge.get(&format!("/v1/users/{id}")).await;
+    }
+    assert_eq!(edge.get("/v1/users/a%2Fb").await.status, 400);
+    let text = edge.metrics().await;
+
+    let mut families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    families.sort_unstable();
+    let mut readme = vec![
+        "paragon_edge_http_requests_total",
+        "paragon_edge_upstream_calls_total",
+        "paragon_edge_upstream_latency_seconds",
+        "paragon_edge_upstream_in_flight",
+        "paragon_edge_cache_hits_total",
+        "paragon_edge_cache_misses_total",
+        "paragon_edge_cache_stale_total",
+        "paragon_edge_cache_entries",
+        "paragon_edge_cache_bytes",
+        "paragon_edge_rate_limit_admitted_total",
+        "paragon_edge_rate_limit_rejections_total",
+        "paragon_edge_rate_limit_upstream_429_total",
+        "paragon_edge_circuit_breaker_state",
+        "paragon_edge_circuit_breaker_transitions_total",
+        "paragon_edge_circuit_breaker_rejections_total",
+        "paragon_edge_connections_open",
+        "paragon_edge_connections_at_cap",
+        "paragon_edge_connections_closed_total",
+        "paragon_edge_client_limit_rejections_total",
+    ];
+    readme.sort_unstable();
+    assert_eq!(families, readme, "{text}");
+    for sample in [
+        "paragon_edge_http_requests_total{route=\"user\",status=\"502\"} 2",
+        "paragon_edge_http_requests_total{route=\"user\",status=\"503\"} 1",
+        "paragon_edge_http_requests_total{route=\"user\",status=\"400\"} 1",
+        "paragon_edge_circuit_breaker_transitions_total{from=\"closed\",to=\"open\"} 1",
+        "paragon_edge_upstream_latency_seconds_bucket{le=\"0.0025\"} ",
+    ] {
+        assert!(text.contains(sample), "no {sample:?} in:\n{text}");
+    }
+
+    let mut promtool = match tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!(
+                "promtool not runnable ({e}): /metrics not checked; apt-get install prometheus"
+            );
+            return;
+        }
+    };
+    let mut stdin = promtool.stdin.take().expect("promtool's stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, text.as_bytes())
+        .await
+        .expect("write to promtool");
+    drop(stdin);
+    let out = promtool.wait_with_output().await.expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}\n{}{}\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn admin_status_reports_every_layer() {
     let edge = start_edge("").await;

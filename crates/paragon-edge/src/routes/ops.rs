@@ -20,13 +20,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Prometheus text.
+/// Prometheus text (version 0.0.4), the format the Prometheus server scrapes by default.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics().render(&state.layer_figures());
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     r
 }
