@@ -24,7 +24,6 @@
 //! every other and adds nothing to a hash, so a request that carries one still compares,
 //! hashes and caches by what it asks.
 
-use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,7 +33,7 @@ use crate::clock::duration_nanos;
 
 /// The time one call spent waiting on purpose in our own layers, shared by every clone
 /// of its request. See the [module docs](self).
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WaitLedger(Option<Arc<AtomicU64>>);
 
 impl WaitLedger {
@@ -75,15 +74,6 @@ impl Eq for WaitLedger {}
 /// A ledger adds nothing to a hash, as it changes nothing in equality.
 impl Hash for WaitLedger {
     fn hash<H: Hasher>(&self, _state: &mut H) {}
-}
-
-impl fmt::Debug for WaitLedger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(_) => write!(f, "WaitLedger({:?})", self.total()),
-            None => f.write_str("WaitLedger(off)"),
-        }
-    }
 }
 
 /// A request that carries the [`WaitLedger`] of its call. The circuit breaker attaches
