@@ -20,7 +20,7 @@ pub fn user_json(id: &str) -> Bytes {
 
 /// A request for user `id` (panics on an invalid id: fixtures only).
 pub fn request(id: &str) -> ParagonRequest {
-    ParagonRequest::GetUser(UserId::parse(id).expect("fixture ids are valid"))
+    ParagonRequest::get_user(UserId::parse(id).expect("fixture ids are valid"))
 }
 
 /// A decoded answer for user `id`.

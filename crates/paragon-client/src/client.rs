@@ -43,7 +43,7 @@ where
 
     /// `GET /users/{id}`, with the cache status of the answer.
     pub async fn fetch_user_with_status(&self, id: &UserId) -> Result<Fetched<User>, Error> {
-        self.call(ParagonRequest::GetUser(id.clone()))
+        self.call(ParagonRequest::get_user(id.clone()))
             .await
             .and_then(ParagonResponse::into_user)
     }

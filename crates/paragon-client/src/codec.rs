@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use paragon_layers::cache::{CachedValue, TierCodec};
 
-use crate::{Error, ParagonRequest, ParagonResponse, Resource, User};
+use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, User};
 
 /// Encodes user documents as their exact JSON bytes (tag `u`) and "no such user" as the
 /// tag `n`. Decoding re-validates the document against the requested id.
@@ -12,8 +12,8 @@ pub struct ParagonCodec;
 
 impl TierCodec<ParagonRequest, ParagonResponse, Error> for ParagonCodec {
     fn key(&self, key: &ParagonRequest) -> String {
-        match key {
-            ParagonRequest::GetUser(id) => format!("user:{id}"),
+        match &key.endpoint {
+            Endpoint::GetUser(id) => format!("user:{id}"),
         }
     }
 
@@ -39,7 +39,7 @@ impl TierCodec<ParagonRequest, ParagonResponse, Error> for ParagonCodec {
         key: &ParagonRequest,
         bytes: &[u8],
     ) -> Option<CachedValue<ParagonResponse, Error>> {
-        let ParagonRequest::GetUser(id) = key;
+        let Endpoint::GetUser(id) = &key.endpoint;
         match bytes.split_first()? {
             (b'u', raw) => {
                 let user = User::decode(id, Bytes::copy_from_slice(raw)).ok()?;
@@ -61,7 +61,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_foreign_bytes() {
         let id = UserId::parse("u1").unwrap();
-        let key = ParagonRequest::GetUser(id.clone());
+        let key = ParagonRequest::get_user(id.clone());
         let user = User::decode(&id, Bytes::from_static(br#"{"id":"u1","x":1}"#)).unwrap();
         let value = CachedValue::Value(ParagonResponse::new(Resource::User(user.clone())));
         let bytes = ParagonCodec.encode(&value).unwrap();
@@ -78,7 +78,7 @@ mod tests {
             None
         );
         // Another user's document under this key is refused.
-        let other = ParagonRequest::GetUser(UserId::parse("u2").unwrap());
+        let other = ParagonRequest::get_user(UserId::parse("u2").unwrap());
         assert_eq!(ParagonCodec.decode(&other, &bytes), None);
         assert_eq!(ParagonCodec.decode(&key, b"x{}"), None);
         assert_eq!(ParagonCodec.decode(&key, b""), None);

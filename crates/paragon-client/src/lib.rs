@@ -18,7 +18,8 @@
 //! # Layout
 //! - `id.rs` — [`UserId`], validated on construction;
 //! - `user.rs` — [`User`], every field ParagoN sent plus the exact bytes;
-//! - `request.rs` — [`ParagonRequest`] / [`ParagonResponse`], what the stack speaks;
+//! - `request.rs` — [`ParagonRequest`] ([`Endpoint`] and the call's wait ledger) /
+//!   [`ParagonResponse`], what the stack speaks;
 //! - `error.rs` — [`Error`], and how each kind counts for cache, limiter and breaker;
 //! - `transport.rs` — [`HttpTransport`], bounded reads, timeouts, bearer key;
 //! - `client.rs` — the [`ParagonClient`] façade;
@@ -41,7 +42,7 @@ pub use codec::ParagonCodec;
 pub use error::Error;
 pub use id::{is_id_byte, InvalidUserId, UserId, MAX_ID_LEN};
 pub use paragon_layers::cache::CacheStatus;
-pub use request::{ParagonRequest, ParagonResponse, Resource};
+pub use request::{Endpoint, ParagonRequest, ParagonResponse, Resource};
 pub use secret::Secret;
 pub use transport::{HttpTransport, TransportConfig, TransportError};
 pub use user::{User, UserDecodeError};

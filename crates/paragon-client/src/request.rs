@@ -1,22 +1,50 @@
 use std::borrow::Cow;
 
 use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};
+use paragon_layers::{CarriesWaits, WaitLedger};
 
 use crate::{Error, Fetched, User, UserId};
 
-/// A request to ParagoN. New endpoints are new variants; no layer needs to change.
+/// A request to ParagoN: what is asked, and the ledger of the time the protective layers
+/// waited on purpose during its call.
+///
+/// The ledger takes no part in equality or hashing, so a request is its own cache key: two
+/// requests for the same endpoint are equal whatever their ledgers hold.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ParagonRequest {
+    /// What is asked.
+    pub endpoint: Endpoint,
+    /// Filled by the rate limiter, read by the circuit breaker's slow-call rule; see
+    /// [`paragon_layers::waits`].
+    pub waits: WaitLedger,
+}
+
+/// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ParagonRequest {
+pub enum Endpoint {
     /// `GET /users/{id}`.
     GetUser(UserId),
 }
 
 impl ParagonRequest {
+    /// A request for `endpoint`, with an empty ledger.
+    pub fn new(endpoint: Endpoint) -> Self {
+        ParagonRequest {
+            endpoint,
+            waits: WaitLedger::default(),
+        }
+    }
+
+    /// `GET /users/{id}`.
+    pub fn get_user(id: UserId) -> Self {
+        ParagonRequest::new(Endpoint::GetUser(id))
+    }
+
     /// The upstream path, relative to the base URL (ids are always one safe segment).
     pub fn path(&self) -> String {
-        match self {
-            ParagonRequest::GetUser(id) => format!("/users/{id}"),
+        match &self.endpoint {
+            Endpoint::GetUser(id) => format!("/users/{id}"),
         }
     }
 }
@@ -27,6 +55,13 @@ impl CacheKey for ParagonRequest {
     #[inline]
     fn cache_key(&self) -> Cow<'_, ParagonRequest> {
         Cow::Borrowed(self)
+    }
+}
+
+impl CarriesWaits for ParagonRequest {
+    #[inline]
+    fn wait_ledger(&mut self) -> &mut WaitLedger {
+        &mut self.waits
     }
 }
 
@@ -56,7 +91,7 @@ impl ParagonResponse {
         }
     }
 
-    /// The user of an answer to [`ParagonRequest::GetUser`], with its cache status; an
+    /// The user of an answer to [`Endpoint::GetUser`], with its cache status; an
     /// [`Error::Internal`] when the stack answered with another resource.
     pub fn into_user(self) -> Result<Fetched<User>, Error> {
         match self.resource {

@@ -24,7 +24,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use tower::Service;
 
-use crate::{Error, ParagonRequest, ParagonResponse, Resource, User, UserId};
+use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, User, UserId};
 
 #[derive(Clone)]
 enum Answer {
@@ -119,7 +119,7 @@ impl Service<ParagonRequest> for FakeParagon {
     }
 
     fn call(&mut self, req: ParagonRequest) -> Self::Future {
-        let ParagonRequest::GetUser(id) = req;
+        let Endpoint::GetUser(id) = req.endpoint;
         let (answer, delay) = self.answer(&id);
         Box::pin(async move {
             if let Some(d) = delay {

@@ -12,7 +12,7 @@ use http::HeaderValue;
 use tower::Service;
 use url::Url;
 
-use crate::{Error, ParagonRequest, ParagonResponse, Resource, Secret, User};
+use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, Secret, User};
 
 /// Settings of the HTTP transport.
 #[derive(Clone, Debug)]
@@ -138,8 +138,8 @@ impl HttpTransport {
         let mut url = self.inner.base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty();
-            match req {
-                ParagonRequest::GetUser(id) => {
+            match &req.endpoint {
+                Endpoint::GetUser(id) => {
                     segments.push("users").push(id.as_str());
                 }
             }
@@ -177,8 +177,8 @@ impl Service<ParagonRequest> for HttpTransport {
                 200 => {
                     let body =
                         read_limited(response, inner.max_response_bytes, inner.timeout).await?;
-                    match &req {
-                        ParagonRequest::GetUser(id) => {
+                    match &req.endpoint {
+                        Endpoint::GetUser(id) => {
                             let user = User::decode(id, body)?;
                             Ok(ParagonResponse::new(Resource::User(user)))
                         }
@@ -440,14 +440,14 @@ mod tests {
         .unwrap();
         let id = crate::UserId::parse("a.b~c").unwrap();
         assert_eq!(
-            t.url_for(&ParagonRequest::GetUser(id)).as_str(),
+            t.url_for(&ParagonRequest::get_user(id)).as_str(),
             "http://h:1/api/v2/users/a.b~c"
         );
         let t =
             HttpTransport::new(TransportConfig::new(Url::parse("http://h:1").unwrap())).unwrap();
         let id = crate::UserId::parse("...").unwrap();
         assert_eq!(
-            t.url_for(&ParagonRequest::GetUser(id)).as_str(),
+            t.url_for(&ParagonRequest::get_user(id)).as_str(),
             "http://h:1/users/..."
         );
     }

@@ -16,8 +16,9 @@
 //! `service.rs` the runtime state, a pure core (`freshness.rs`, `gcra.rs`,
 //! `state_machine.rs`) takes `now` as an argument and does no I/O, and `error.rs` the
 //! layer's own rejection type. Time comes only from a [`Clock`], so tests run on paused
-//! tokio time or a manual clock and are exact. `excluded_time.rs` lets the breaker leave
-//! the limiter's deliberate waits out of its slow-call timing.
+//! tokio time or a manual clock and are exact. [`waits`] is how the limiter tells the
+//! breaker above it how long it held a call on purpose, so that the breaker's slow-call
+//! timing leaves that out: the request carries a [`WaitLedger`].
 //!
 //! With the `redis` feature, `fleet/` holds the stores a fleet of instances shares: a
 //! rate budget and a second cache tier in Redis, and the self-healing link to it.
@@ -29,16 +30,19 @@
 //!
 //! ```
 //! use std::{borrow::Cow, time::Duration};
-//! use paragon_layers::{Clock, cache::*, circuit_breaker::*, rate_limit::*};
+//! use paragon_layers::{CarriesWaits, Clock, WaitLedger, cache::*, circuit_breaker::*, rate_limit::*};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
-//! // Any request that names its key, any response that takes a cache status, any error
-//! // that says what it means for each layer.
+//! // Any request that names its key and carries the ledger of its call's waits, any
+//! // response that takes a cache status, any error that says what it means for each layer.
 //! #[derive(Clone, PartialEq, Eq, Hash)]
-//! struct Get(String);
+//! struct Get(String, WaitLedger);
 //! impl CacheKey for Get {
 //!     type Key = Get;
 //!     fn cache_key(&self) -> Cow<'_, Get> { Cow::Borrowed(self) }
+//! }
+//! impl CarriesWaits for Get {
+//!     fn wait_ledger(&mut self) -> &mut WaitLedger { &mut self.1 }
 //! }
 //! #[derive(Clone)]
 //! struct Doc(String, CacheStatus);
@@ -65,7 +69,7 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let clock = Clock::tokio();
-//! let upstream = tower::service_fn(|Get(id): Get| async move {
+//! let upstream = tower::service_fn(|Get(id, _): Get| async move {
 //!     Ok::<_, Fail>(Doc(format!("document {id}"), CacheStatus::Miss))
 //! });
 //! let cache = CacheLayer::new(CacheConfig::builder(Duration::from_secs(300)).max_entries(100_000).build().unwrap(), clock.clone());
@@ -74,8 +78,8 @@
 //!     .layer(CircuitBreakerLayer::new(BreakerConfig::default(), clock.clone()))
 //!     .layer(RateLimitLayer::memory(RateLimitConfig::builder(100, Duration::from_secs(60)).build().unwrap(), clock))
 //!     .service(upstream);
-//! let first = stack.clone().oneshot(Get("a".into())).await.unwrap();
-//! let second = stack.clone().oneshot(Get("a".into())).await.unwrap();
+//! let first = stack.clone().oneshot(Get("a".into(), WaitLedger::default())).await.unwrap();
+//! let second = stack.clone().oneshot(Get("a".into(), WaitLedger::default())).await.unwrap();
 //! assert_eq!((first.1, second.1), (CacheStatus::Miss, CacheStatus::Hit));
 //! # });
 //! ```
@@ -85,12 +89,13 @@
 pub mod cache;
 pub mod circuit_breaker;
 mod clock;
-mod excluded_time;
 #[cfg(feature = "redis")]
 pub mod fleet;
 pub mod rate_limit;
+pub mod waits;
 
 pub use clock::{Clock, Timestamp};
+pub use waits::{CarriesWaits, WaitLedger};
 
 /// A layer setting that cannot be used, naming the setting.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

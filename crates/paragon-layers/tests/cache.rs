@@ -30,7 +30,7 @@ async fn get<S>(svc: &mut Svc<S>, n: u32) -> Answer
 where
     Svc<S>: tower::Service<Get, Response = Doc, Error = Fail>,
 {
-    svc.ready().await.unwrap().call(Get(n)).await
+    svc.ready().await.unwrap().call(Get::new(n)).await
 }
 
 fn doc(body: &str, status: CacheStatus) -> Answer {
@@ -266,7 +266,7 @@ fn a_fill_the_inner_service_answers_at_once_needs_no_task() {
         (1, CacheStatus::Hit),
         (2, CacheStatus::Miss),
     ] {
-        let answer = svc.call(Get(n)).now_or_never();
+        let answer = svc.call(Get::new(n)).now_or_never();
         assert_eq!(
             answer.expect("answered at the first poll").unwrap().status,
             status
@@ -283,7 +283,7 @@ async fn a_hundred_concurrent_misses_on_one_key_make_one_upstream_call() {
     // All hundred calls are made before the upstream answers.
     let mut waiting = Vec::new();
     for _ in 0..100 {
-        waiting.push(svc.ready().await.unwrap().call(Get(7)));
+        waiting.push(svc.ready().await.unwrap().call(Get::new(7)));
     }
     tokio::task::yield_now().await;
     let mut pending = drain(&mut rx);
@@ -313,7 +313,7 @@ async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
             let barrier = barrier.clone();
             tokio::spawn(async move {
                 barrier.wait().await;
-                svc.oneshot(Get(3)).await
+                svc.oneshot(Get::new(3)).await
             })
         })
         .collect();
@@ -327,10 +327,10 @@ async fn concurrent_misses_from_many_tasks_make_one_upstream_call() {
 async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
     let (up, mut rx) = Controlled::new();
     let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
-    let mut first = svc.ready().await.unwrap().call(Get(1));
+    let mut first = svc.ready().await.unwrap().call(Get::new(1));
     assert!((&mut first).now_or_never().is_none());
-    let second = svc.ready().await.unwrap().call(Get(1));
-    let third = svc.ready().await.unwrap().call(Get(1));
+    let second = svc.ready().await.unwrap().call(Get::new(1));
+    let third = svc.ready().await.unwrap().call(Get::new(1));
     drop(first);
     tokio::task::yield_now().await;
     let mut pending = drain(&mut rx);
@@ -346,7 +346,7 @@ async fn a_caller_that_gives_up_does_not_cancel_the_fill_for_the_others() {
 async fn a_fill_whose_only_caller_gave_up_still_completes_and_is_cached() {
     let (up, mut rx) = Controlled::new();
     let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
-    let only = svc.ready().await.unwrap().call(Get(1));
+    let only = svc.ready().await.unwrap().call(Get::new(1));
     drop(only);
     let pending = rx.recv().await.expect("the fill reached the upstream");
     pending.ok();
@@ -364,11 +364,11 @@ async fn an_aborted_fill_tells_its_waiters_and_the_next_caller_starts_a_new_one(
     // FillAborted, not a hang, and the key is not stuck.
     let (up, mut rx) = Controlled::new();
     let (mut svc, _) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
-    let waiter = svc.ready().await.unwrap().call(Get(1));
+    let waiter = svc.ready().await.unwrap().call(Get::new(1));
     let pending = rx.recv().await.unwrap();
     drop(pending); // the upstream future resolves to Fail::Aborted
     assert_eq!(waiter.await, Err(Fail::Aborted));
-    let again = svc.ready().await.unwrap().call(Get(1));
+    let again = svc.ready().await.unwrap().call(Get::new(1));
     rx.recv().await.unwrap().ok();
     assert_eq!(again.await.unwrap().status, CacheStatus::Miss);
     assert_eq!(up.calls(), 2);
@@ -402,9 +402,9 @@ async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
         get(&mut svc, n).await.unwrap();
     }
     assert_eq!(handle.stats().entries, 3);
-    assert_eq!(handle.purge(&Get(1)).await.local, 1);
-    assert_eq!(handle.purge(&Get(1)).await.local, 0);
-    assert_eq!(handle.purge(&Get(99)).await.local, 0);
+    assert_eq!(handle.purge(&Get::new(1)).await.local, 1);
+    assert_eq!(handle.purge(&Get::new(1)).await.local, 0);
+    assert_eq!(handle.purge(&Get::new(99)).await.local, 0);
     assert_eq!(handle.stats().entries, 2);
     assert_eq!(get(&mut svc, 1).await.unwrap().status, CacheStatus::Miss);
     assert_eq!(get(&mut svc, 2).await.unwrap().status, CacheStatus::Hit);
@@ -423,11 +423,11 @@ async fn purge_drops_one_entry_and_purge_all_drops_every_entry() {
 async fn purge_all_during_a_fill_keeps_the_fill_for_its_waiters() {
     let (up, mut rx) = Controlled::new();
     let (mut svc, handle) = cache(settings(secs(60), 100), Clock::manual(), up.clone());
-    let waiter = svc.ready().await.unwrap().call(Get(1));
+    let waiter = svc.ready().await.unwrap().call(Get::new(1));
     let pending = rx.recv().await.unwrap();
     handle.purge_all().await;
     // A caller arriving after the purge still joins the fill in progress.
-    let late = svc.ready().await.unwrap().call(Get(1));
+    let late = svc.ready().await.unwrap().call(Get::new(1));
     pending.ok();
     assert_eq!(waiter.await.unwrap().body, "doc 1");
     assert_eq!(late.await.unwrap().body, "doc 1");
@@ -465,7 +465,7 @@ async fn max_bytes_bounds_the_table_with_large_answers_and_they_stay_correct() {
     const MAX_BYTES: u64 = 1_000_000;
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = calls.clone();
-    let up = tower::service_fn(move |Get(n): Get| {
+    let up = tower::service_fn(move |Get(n, _): Get| {
         counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let size = if n == 999 { 1_200_000 } else { 200_000 };
         let mut body = format!("doc {n} ");

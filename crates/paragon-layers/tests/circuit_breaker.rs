@@ -42,7 +42,7 @@ async fn get<S>(svc: &mut CircuitBreaker<S>, n: u32) -> Answer
 where
     CircuitBreaker<S>: Service<Get, Response = Doc, Error = Fail>,
 {
-    svc.ready().await.unwrap().call(Get(n)).await
+    svc.ready().await.unwrap().call(Get::new(n)).await
 }
 
 fn open(retry_after: Duration) -> Answer {
@@ -93,20 +93,24 @@ async fn after_open_for_a_probe_goes_through_and_its_success_closes_the_breaker(
     let clock = Clock::manual();
     let (up, mut rx) = Controlled::new();
     let (mut svc, handle) = breaker(config(1), clock.clone(), up.clone());
-    let first = svc.call(Get(1));
+    let first = svc.call(Get::new(1));
     rx.try_recv().unwrap().fail(Fail::Upstream);
     first.await.unwrap_err();
     assert_eq!(handle.state(), Open);
 
     clock.advance(secs(60));
-    let probe = svc.call(Get(2));
+    let probe = svc.call(Get::new(2));
     assert_eq!(handle.state(), HalfOpen);
     assert_eq!(up.calls(), 2, "the probe reached the upstream");
-    assert_eq!(svc.call(Get(3)).await, open(secs(1)), "one probe at a time");
+    assert_eq!(
+        svc.call(Get::new(3)).await,
+        open(secs(1)),
+        "one probe at a time"
+    );
     rx.try_recv().unwrap().ok();
     assert_eq!(probe.await.unwrap().body, "doc 2");
     assert_eq!(handle.state(), Closed);
-    let after = svc.call(Get(4));
+    let after = svc.call(Get::new(4));
     rx.try_recv().unwrap().ok();
     after.await.unwrap();
     assert_eq!(up.calls(), 3);
@@ -137,15 +141,15 @@ async fn half_open_admits_at_most_half_open_max_calls_probes_at_once() {
     let (up, mut rx) = Controlled::new();
     let cfg = config(1).half_open_max_calls(2);
     let (mut svc, handle) = breaker(cfg, clock.clone(), up.clone());
-    let first = svc.call(Get(0));
+    let first = svc.call(Get::new(0));
     rx.try_recv().unwrap().fail(Fail::Upstream);
     first.await.unwrap_err();
     clock.advance(secs(60));
 
-    let a = svc.call(Get(1));
-    let b = svc.call(Get(2));
+    let a = svc.call(Get::new(1));
+    let b = svc.call(Get::new(2));
     assert_eq!(
-        svc.call(Get(3)).await,
+        svc.call(Get::new(3)).await,
         open(secs(1)),
         "a third probe while two are out"
     );
@@ -170,12 +174,12 @@ async fn after_a_probe_fails_a_late_probe_success_does_not_close_the_breaker() {
     let (up, mut rx) = Controlled::new();
     let cfg = config(1).half_open_max_calls(2);
     let (mut svc, handle) = breaker(cfg, clock.clone(), up);
-    let first = svc.call(Get(0));
+    let first = svc.call(Get::new(0));
     rx.try_recv().unwrap().fail(Fail::Upstream);
     first.await.unwrap_err();
     clock.advance(secs(60));
-    let a = svc.call(Get(1));
-    let b = svc.call(Get(2));
+    let a = svc.call(Get::new(1));
+    let b = svc.call(Get::new(2));
     let (pa, pb) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
     pa.fail(Fail::Upstream);
     a.await.unwrap_err();
@@ -183,7 +187,7 @@ async fn after_a_probe_fails_a_late_probe_success_does_not_close_the_breaker() {
     pb.ok();
     b.await.unwrap();
     assert_eq!(handle.state(), Open);
-    assert_eq!(svc.call(Get(3)).await, open(secs(60)));
+    assert_eq!(svc.call(Get::new(3)).await, open(secs(60)));
 }
 
 #[tokio::test]
@@ -191,15 +195,15 @@ async fn a_probe_given_up_by_its_caller_frees_its_slot() {
     let clock = Clock::manual();
     let (up, mut rx) = Controlled::new();
     let (mut svc, handle) = breaker(config(1), clock.clone(), up.clone());
-    let first = svc.call(Get(0));
+    let first = svc.call(Get::new(0));
     rx.try_recv().unwrap().fail(Fail::Upstream);
     first.await.unwrap_err();
     clock.advance(secs(60));
 
-    let probe = svc.call(Get(1));
-    assert_eq!(svc.call(Get(2)).await, open(secs(1)));
+    let probe = svc.call(Get::new(1));
+    assert_eq!(svc.call(Get::new(2)).await, open(secs(1)));
     drop(probe);
-    let probe = svc.call(Get(3));
+    let probe = svc.call(Get::new(3));
     assert_eq!(
         up.calls(),
         3,
@@ -210,7 +214,7 @@ async fn a_probe_given_up_by_its_caller_frees_its_slot() {
     rx.try_recv().unwrap().fail(Fail::Throttled(secs(1)));
     probe.await.unwrap_err();
     assert_eq!(handle.state(), HalfOpen);
-    let probe = svc.call(Get(4));
+    let probe = svc.call(Get::new(4));
     rx.try_recv().unwrap().ok();
     probe.await.unwrap();
     assert_eq!(handle.state(), Closed);
@@ -272,13 +276,13 @@ async fn a_slow_success_counts_as_a_failure() {
     let (up, mut rx) = Controlled::new();
     let cfg = config(1).slow_call(secs(1));
     let (mut svc, handle) = breaker(cfg, clock.clone(), up);
-    let call = svc.call(Get(1));
+    let call = svc.call(Get::new(1));
     clock.advance(secs(1));
     rx.try_recv().unwrap().ok();
     call.await.unwrap();
     assert_eq!(handle.state(), Closed, "exactly slow_call is not slow");
 
-    let call = svc.call(Get(2));
+    let call = svc.call(Get::new(2));
     clock.advance(secs(1) + Duration::from_nanos(1));
     rx.try_recv().unwrap().ok();
     assert_eq!(
@@ -348,7 +352,7 @@ async fn a_burst_over_our_own_rate_limit_leaves_the_breaker_closed() {
         .service(up.clone());
     let mut limited = 0;
     for n in 0..30 {
-        match svc.clone().oneshot(Get(n)).await {
+        match svc.clone().oneshot(Get::new(n)).await {
             Ok(_) => {}
             Err(Fail::Limited(_)) => limited += 1,
             Err(other) => panic!("{other:?}"),
@@ -476,11 +480,11 @@ async fn force_open_while_half_open_ignores_the_probe_in_flight() {
     let clock = Clock::manual();
     let (up, mut rx) = Controlled::new();
     let (mut svc, handle) = breaker(config(1), clock.clone(), up);
-    let first = svc.call(Get(0));
+    let first = svc.call(Get::new(0));
     rx.try_recv().unwrap().fail(Fail::Upstream);
     first.await.unwrap_err();
     clock.advance(secs(60));
-    let probe = svc.call(Get(1));
+    let probe = svc.call(Get::new(1));
     handle.force_open();
     rx.try_recv().unwrap().ok();
     probe.await.unwrap();
@@ -561,7 +565,7 @@ proptest! {
                 Op::Call => {
                     let state_before = handle.state();
                     let before = reached.load(Ordering::SeqCst);
-                    let mut fut = Box::pin(svc.call(Get(0)));
+                    let mut fut = Box::pin(svc.call(Get::new(0)));
                     if reached.load(Ordering::SeqCst) == before {
                         let answer = (&mut fut).now_or_never();
                         prop_assert!(matches!(answer, Some(Err(Fail::Open(_)))), "{answer:?}");
@@ -652,7 +656,7 @@ async fn waiting_for_our_own_rate_limit_is_not_a_slow_upstream_call() {
         .service(up.clone());
     // Five calls at once: the limiter spaces them 100 ms apart; ParagoN answers each at
     // once.
-    let answers = join_all((0..5).map(|n| svc.clone().oneshot(Get(n)))).await;
+    let answers = join_all((0..5).map(|n| svc.clone().oneshot(Get::new(n)))).await;
     assert!(answers.iter().all(Result::is_ok));
     assert_eq!(up.calls(), 5);
     assert_eq!(
@@ -661,4 +665,45 @@ async fn waiting_for_our_own_rate_limit_is_not_a_slow_upstream_call() {
         "ParagoN answered every call instantly; {} calls were counted as slow failures",
         handle.stats().failures
     );
+}
+
+/// A `Buffer` runs the limiter on its own worker task, so the limiter and the breaker
+/// share no task: the wait still reaches the breaker, in the request's ledger.
+#[tokio::test(start_paused = true)]
+async fn waiting_for_our_own_rate_limit_behind_a_buffer_is_not_a_slow_upstream_call() {
+    let clock = Clock::tokio();
+    let up = Scripted::new();
+    let breaker_layer = CircuitBreakerLayer::new(
+        BreakerConfig::builder()
+            .failure_threshold(3)
+            .slow_call(ms(100))
+            .build()
+            .unwrap(),
+        clock.clone(),
+    );
+    let handle = breaker_layer.handle();
+    let limited = RateLimitLayer::memory(
+        RateLimitConfig::builder(10, secs(1))
+            .burst(1)
+            .max_wait(secs(1))
+            .build()
+            .unwrap(),
+        clock,
+    )
+    .layer(up.clone());
+    // The buffer boxes errors; the limiter's own come back out as they were.
+    let buffered = tower::buffer::Buffer::new(limited, 8)
+        .map_err(|e: tower::BoxError| *e.downcast::<Fail>().expect("an error of the limiter"));
+    let svc = breaker_layer.layer(buffered);
+    // Five calls at once: the limiter spaces them 100 ms apart; ParagoN answers each at
+    // once.
+    let answers = join_all((0..5).map(|n| svc.clone().oneshot(Get::new(n)))).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(up.calls(), 5);
+    assert_eq!(
+        handle.stats().failures,
+        0,
+        "ParagoN answered every call instantly, but some were counted as slow"
+    );
+    assert_eq!(handle.state(), Closed);
 }

@@ -28,7 +28,7 @@ async fn get<S>(svc: &mut Svc<S>, n: u32) -> Answer
 where
     Svc<S>: Service<Get, Response = Doc, Error = Fail>,
 {
-    svc.ready().await.unwrap().call(Get(n)).await
+    svc.ready().await.unwrap().call(Get::new(n)).await
 }
 
 fn budget(retry_after: Duration) -> Answer {
@@ -107,10 +107,10 @@ async fn callers_over_budget_wait_up_to_max_wait_and_are_admitted_in_order() {
     // Four calls at t0: one at once, two wait 100 ms and 200 ms, the fourth would need
     // 300 ms and is refused at once.
     let (a, b, c, d) = tokio::join!(
-        svc.clone().oneshot(Get(1)),
-        svc.clone().oneshot(Get(2)),
-        svc.clone().oneshot(Get(3)),
-        svc.clone().oneshot(Get(4)),
+        svc.clone().oneshot(Get::new(1)),
+        svc.clone().oneshot(Get::new(2)),
+        svc.clone().oneshot(Get::new(3)),
+        svc.clone().oneshot(Get::new(4)),
     );
     assert_eq!(a.unwrap().body, "doc 1 v1");
     assert_eq!(b.unwrap().body, "doc 2 v2");
@@ -166,8 +166,8 @@ async fn a_longer_pause_wins_over_a_shorter_one() {
         let config = RateLimitConfig::builder(100, secs(1)).build().unwrap();
         let (svc, handle) = limiter(config, Clock::tokio(), up.clone());
         // Two calls in flight when the 429s come back.
-        let a = tokio::spawn(svc.clone().oneshot(Get(1)));
-        let b = tokio::spawn(svc.clone().oneshot(Get(2)));
+        let a = tokio::spawn(svc.clone().oneshot(Get::new(1)));
+        let b = tokio::spawn(svc.clone().oneshot(Get::new(2)));
         let (pa, pb) = (rx.recv().await.unwrap(), rx.recv().await.unwrap());
         pa.fail(Fail::Throttled(secs(first)));
         assert!(a.await.unwrap().is_err());
@@ -214,8 +214,8 @@ async fn a_caller_waiting_for_its_slot_does_not_go_upstream_during_a_429_pause()
         .unwrap();
     let (svc, handle) = limiter(config, clock.clone(), up.clone());
     // A goes at once; B reserves the next slot and waits 100 ms for it.
-    let a = tokio::spawn(svc.clone().oneshot(Get(1)));
-    let b = tokio::spawn(svc.clone().oneshot(Get(2)));
+    let a = tokio::spawn(svc.clone().oneshot(Get::new(1)));
+    let b = tokio::spawn(svc.clone().oneshot(Get::new(2)));
     let pa = rx.recv().await.unwrap();
     tokio::task::yield_now().await;
     assert_eq!(up.calls(), 1, "B waits for its slot");

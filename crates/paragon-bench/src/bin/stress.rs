@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{Error, ParagonRequest, ParagonResponse, Resource, User, UserId};
+use paragon_client::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, User, UserId};
 use paragon_edge::config::Config;
 use paragon_layers::cache::{CacheConfig, CacheLayer};
 use paragon_layers::Clock;
@@ -171,7 +171,7 @@ async fn churn(quick: bool) -> anyhow::Result<()> {
     let total: u64 = if quick { 300_000 } else { 1_000_000 };
     // The upstream: the simulator's document for the id, decoded as the real client does.
     let upstream = tower::service_fn(|req: ParagonRequest| async move {
-        let ParagonRequest::GetUser(uid) = req else {
+        let Endpoint::GetUser(uid) = req.endpoint else {
             return Err(Error::Internal("unexpected request".into()));
         };
         let raw = serde_json::to_vec(&paragon_sim::user_json(uid.as_str()))
@@ -195,7 +195,7 @@ async fn churn(quick: bool) -> anyhow::Result<()> {
                 .map(|n| {
                     let s = svc.clone();
                     async move {
-                        s.oneshot(ParagonRequest::GetUser(id(&format!("c{n}"))))
+                        s.oneshot(ParagonRequest::get_user(id(&format!("c{n}"))))
                             .await
                             .is_ok()
                     }

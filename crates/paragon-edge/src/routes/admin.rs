@@ -250,7 +250,7 @@ pub async fn purge(
             purged
         }
         Some(raw) => match UserId::parse(&raw) {
-            Ok(id) => cache.purge(&ParagonRequest::GetUser(id)).await,
+            Ok(id) => cache.purge(&ParagonRequest::get_user(id)).await,
             Err(e) => return Problem::invalid_id(&e).into_response(),
         },
     };

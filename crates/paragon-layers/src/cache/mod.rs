@@ -3,9 +3,9 @@
 //! - A fresh entry is answered from memory: the inner service is not called, so a hit
 //!   costs no rate-limit budget and never touches a circuit breaker below.
 //! - Concurrent misses for one key share one fill: the first caller starts it, the others
-//!   wait for it. A fill that the inner service answers at once is answered inline; one
-//!   that has to wait moves to its own task, so a caller that gives up does not cancel it
-//!   for the rest.
+//!   wait for it. A fill that the inner service answers at once is answered inline (the
+//!   call polls it once, with `now_or_never`); one that has to wait moves to its own task,
+//!   so a caller that gives up does not cancel it for the rest.
 //! - Only successful answers are stored, plus "does not exist" answers when
 //!   `negative_ttl` is set ([`CachePolicy::is_negative`]). Failures are never stored.
 //! - When a fill fails in a way the upstream could not answer

@@ -1,11 +1,11 @@
-use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, Either, Ready};
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
 
@@ -205,17 +205,14 @@ where
             hash,
             tx: Some(flight.clone()),
         };
+        // A fill that the inner service answers at once (a shared-tier hit, an in-memory
+        // upstream) is answered here, with no task and no wake-up.
         let mut run = Box::pin(fill.run(S::clone(&self.inner), req));
-        // The fill starts now, inline: an inner service that answers at once (a shared
-        // tier hit, an in-memory upstream) costs no task and no wake-up. Polling with a
-        // no-op waker is sound because a fill that is not done moves to its own task,
-        // whose first poll registers the real waker.
-        let mut cx = Context::from_waker(Waker::noop());
-        if let Poll::Ready(outcome) = run.as_mut().poll(&mut cx) {
+        if let Some(outcome) = run.as_mut().now_or_never() {
             return Either::Left(futures_util::future::ready(from_outcome(outcome)));
         }
-        // Not done: it runs on its own task, so a caller that gives up does not cancel it
-        // for the others.
+        // Any other goes on on its own task, whose first poll registers that task's waker,
+        // so a caller that gives up does not cancel the fill for the others.
         tokio::spawn(run);
         Either::Right(Box::pin(wait(flight)))
     }

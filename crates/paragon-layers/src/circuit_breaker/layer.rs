@@ -26,7 +26,9 @@ pub struct BreakerConfig {
     pub open_for: Duration,
     /// Probes admitted at once while half-open.
     pub half_open_max_calls: NonZeroU32,
-    /// A call slower than this counts as a failure; `None` turns this off.
+    /// A call slower than this counts as a failure; `None` turns this off. The time the
+    /// layers below held the call on purpose (its [`WaitLedger`](crate::WaitLedger)) is
+    /// not counted.
     pub slow_call: Option<Duration>,
 }
 

@@ -11,7 +11,9 @@
 //! What counts is the error's [`Classify::verdict`]: failures (connection errors,
 //! timeouts, 5xx, malformed answers) trip it; answers that prove the upstream healthy
 //! (404 and other 4xx) count as successes; our own rate-limit rejections and the
-//! upstream's 429 count as nothing. A success slower than `slow_call` counts as a failure.
+//! upstream's 429 count as nothing. A success slower than `slow_call` counts as a failure;
+//! the time the layers below waited on purpose, which they add to the request's
+//! [`WaitLedger`](crate::WaitLedger), is left out of that timing.
 //!
 //! The closed path takes no lock: admission is one atomic load, outcomes go to atomic
 //! counters; the lock is taken only to change state and while half-open.

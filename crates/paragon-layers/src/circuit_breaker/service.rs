@@ -1,4 +1,3 @@
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -9,14 +8,13 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
-use tokio::task::futures::TaskLocalFuture;
 use tower::Service;
 
 use super::layer::BreakerConfig;
 use super::state_machine::{self, bucket, Admission, BreakerState, Transition, WindowCounts};
 use super::{CircuitOpen, Classify, Verdict};
 use crate::clock::duration_nanos;
-use crate::{Clock, Timestamp};
+use crate::{CarriesWaits, Clock, Timestamp, WaitLedger};
 
 type Listener = Box<dyn Fn(Transition) + Send + Sync>;
 
@@ -127,8 +125,8 @@ impl Shared {
         }
     }
 
-    /// Records the verdict of a finished call.
-    /// `excluded` is time the call spent waiting in our own layers, not in the upstream.
+    /// Records the verdict of a finished call. `excluded` is time the call spent waiting
+    /// on purpose in our own layers, not in the upstream.
     fn record(&self, ticket: Ticket, verdict: Verdict, excluded: Duration) {
         let now = self.clock.now();
         let verdict = match verdict {
@@ -293,6 +291,7 @@ impl<S, Req> Service<Req> for CircuitBreaker<S>
 where
     S: Service<Req>,
     S::Error: From<CircuitOpen> + Classify,
+    Req: CarriesWaits,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -302,27 +301,31 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, mut req: Req) -> Self::Future {
         match self.shared.admit() {
-            // Timing slow calls needs the waits of the layers below excluded.
-            Ok(ticket) if self.shared.config.slow_call.is_some() => BreakerFuture {
-                kind: Kind::Timed {
-                    fut: crate::excluded_time::scope(self.inner.call(req)),
-                },
-                guard: Some(Guard {
-                    shared: self.shared.clone(),
-                    ticket: Some(ticket),
-                }),
-            },
-            Ok(ticket) => BreakerFuture {
-                kind: Kind::Call {
-                    fut: self.inner.call(req),
-                },
-                guard: Some(Guard {
-                    shared: self.shared.clone(),
-                    ticket: Some(ticket),
-                }),
-            },
+            Ok(ticket) => {
+                // The slow-call rule leaves out what the layers below add to the request's
+                // ledger while they hold the call on purpose. A request without a
+                // recording ledger gets one (only when that rule is on); one that has one
+                // already keeps it, and only what is added during this call counts.
+                let ledger = req.wait_ledger();
+                if self.shared.config.slow_call.is_some() && !ledger.is_recording() {
+                    *ledger = WaitLedger::recording();
+                }
+                let waits = ledger.clone();
+                let waited_before = waits.total();
+                BreakerFuture {
+                    kind: Kind::Call {
+                        fut: self.inner.call(req),
+                        waits,
+                        waited_before,
+                    },
+                    guard: Some(Guard {
+                        shared: self.shared.clone(),
+                        ticket: Some(ticket),
+                    }),
+                }
+            }
             Err(open) => BreakerFuture {
                 kind: Kind::Rejected { open: Some(open) },
                 guard: None,
@@ -365,8 +368,7 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Call { #[pin] fut: F },
-        Timed { #[pin] fut: TaskLocalFuture<Cell<Duration>, F> },
+        Call { #[pin] fut: F, waits: WaitLedger, waited_before: Duration },
         Rejected { open: Option<CircuitOpen> },
     }
 }
@@ -397,14 +399,13 @@ where
                 });
                 Poll::Ready(Err(E::from(open)))
             }
-            KindProj::Call { fut } => {
+            KindProj::Call {
+                fut,
+                waits,
+                waited_before,
+            } => {
                 let result = ready!(fut.poll(cx));
-                finish(this.guard, &result, Duration::ZERO);
-                Poll::Ready(result)
-            }
-            KindProj::Timed { mut fut } => {
-                let result = ready!(fut.as_mut().poll(cx));
-                let excluded = fut.take_value().map_or(Duration::ZERO, Cell::into_inner);
+                let excluded = waits.total().saturating_sub(*waited_before);
                 finish(this.guard, &result, excluded);
                 Poll::Ready(result)
             }

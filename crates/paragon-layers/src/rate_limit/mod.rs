@@ -4,6 +4,8 @@
 //! - A budget of `max_requests` per `window`, `burst` of them at once ([`gcra`]).
 //! - Over budget, a call waits up to `max_wait` for a reserved slot; otherwise it fails at
 //!   once with [`RateLimited`] carrying the time after which a call would be admitted.
+//!   The wait is added to the request's [`WaitLedger`](crate::WaitLedger), so that a
+//!   circuit breaker above does not take it for a slow upstream.
 //! - When the inner service reports the upstream's own 429
 //!   ([`UpstreamThrottle::upstream_retry_after`]), every call is refused until its
 //!   `Retry-After` has passed.

@@ -13,7 +13,7 @@ use super::gcra::Gcra;
 use super::layer::RateLimitConfig;
 use super::store::{Acquire, BudgetState, RateStore};
 use super::{RateLimitCause, RateLimited, UpstreamThrottle};
-use crate::Clock;
+use crate::{CarriesWaits, Clock, WaitLedger};
 
 pub(crate) struct Shared<St> {
     config: RateLimitConfig,
@@ -43,8 +43,12 @@ impl<St> Shared<St> {
 
 impl<St: RateStore> Shared<St> {
     /// Waits for a slot or says why there is none; `first` is the store's answer when
-    /// it was already asked at once.
-    async fn admit(&self, mut first: Option<Acquire>) -> Result<(), RateLimited> {
+    /// it was already asked at once. Every wait is added to the call's `ledger`.
+    async fn admit(
+        &self,
+        mut first: Option<Acquire>,
+        ledger: &WaitLedger,
+    ) -> Result<(), RateLimited> {
         let max_wait = self.config.max_wait;
         let mut waited = Duration::ZERO;
         // A few rounds at most: a pause short enough to wait out, then the budget.
@@ -57,7 +61,7 @@ impl<St: RateStore> Shared<St> {
             match step {
                 Acquire::Admit { wait } if wait.is_zero() => return self.admit_now(),
                 Acquire::Admit { wait } => {
-                    self.wait(wait).await;
+                    self.wait(wait, ledger).await;
                     waited = waited.saturating_add(wait);
                     // ParagoN may have answered 429 while we waited: its pause wins over
                     // the slot we reserved.
@@ -68,7 +72,7 @@ impl<St: RateStore> Shared<St> {
                     if paused_for > max_wait.saturating_sub(waited) {
                         return Err(self.reject_pause(paused_for));
                     }
-                    self.wait(paused_for).await;
+                    self.wait(paused_for, ledger).await;
                     return self.admit_now();
                 }
                 Acquire::OverBudget { retry_after } => {
@@ -79,7 +83,7 @@ impl<St: RateStore> Shared<St> {
                     });
                 }
                 Acquire::Paused { retry_after } if retry_after <= left => {
-                    self.wait(retry_after).await;
+                    self.wait(retry_after, ledger).await;
                     waited = waited.saturating_add(retry_after);
                 }
                 Acquire::Paused { retry_after } => return Err(self.reject_pause(retry_after)),
@@ -110,9 +114,10 @@ impl<St: RateStore> Shared<St> {
         pause
     }
 
-    /// Waits on purpose; a breaker above does not count this time against the upstream.
-    async fn wait(&self, d: Duration) {
-        crate::excluded_time::record(d);
+    /// Waits on purpose, and says so in the call's ledger: a breaker above does not count
+    /// this time against the upstream.
+    async fn wait(&self, d: Duration, ledger: &WaitLedger) {
+        ledger.add(d);
         self.clock.sleep(d).await;
     }
 }
@@ -145,7 +150,7 @@ where
     S::Response: Send,
     S::Error: From<RateLimited> + UpstreamThrottle + Send,
     St: RateStore,
-    Req: Send + 'static,
+    Req: CarriesWaits + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -155,7 +160,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, mut req: Req) -> Self::Future {
         let first = self
             .shared
             .store
@@ -177,8 +182,9 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
+        let ledger = req.wait_ledger().clone();
         let fut = Box::pin(async move {
-            shared.admit(first).await.map_err(S::Error::from)?;
+            shared.admit(first, &ledger).await.map_err(S::Error::from)?;
             let result = inner.call(req).await;
             if let Some(retry_after) = result.as_ref().err().and_then(|e| e.upstream_retry_after())
             {

@@ -14,13 +14,26 @@ use paragon_layers::cache::{
 };
 use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
 use paragon_layers::rate_limit::{RateLimited, UpstreamThrottle};
-use paragon_layers::{Clock, Timestamp};
+use paragon_layers::{CarriesWaits, Clock, Timestamp, WaitLedger};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-/// A request for document `n`; its own cache key.
+/// A request for document `n`, with the ledger of its call's waits; its own cache key
+/// (the ledger takes no part in equality).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Get(pub u32);
+pub struct Get(pub u32, pub WaitLedger);
+
+impl Get {
+    pub fn new(n: u32) -> Get {
+        Get(n, WaitLedger::default())
+    }
+}
+
+impl CarriesWaits for Get {
+    fn wait_ledger(&mut self) -> &mut WaitLedger {
+        &mut self.1
+    }
+}
 
 impl CacheKey for Get {
     type Key = Get;
@@ -73,6 +86,15 @@ pub enum Fail {
     Open(CircuitOpen),
     Aborted,
 }
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// So that a `tower::buffer::Buffer` can box it.
+impl std::error::Error for Fail {}
 
 impl From<RateLimited> for Fail {
     fn from(e: RateLimited) -> Self {
@@ -184,7 +206,7 @@ impl Scripted {
         *self.delay.lock() = Some(d);
     }
 
-    fn answer(&self, Get(n): Get) -> impl Future<Output = Answer> + Send + 'static {
+    fn answer(&self, Get(n, _): Get) -> impl Future<Output = Answer> + Send + 'static {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(clock) = &self.clock {
             self.times.lock().push(clock.now());
