@@ -3,16 +3,16 @@
 use bytes::Bytes;
 use paragon_layers::cache::{CachedValue, TierCodec};
 
-use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, User};
+use crate::{Endpoint, Error, ParagonResponse, Resource, User};
 
 /// Encodes user documents as their exact JSON bytes (tag `u`) and "no such user" as the
 /// tag `n`. Decoding re-validates the document against the requested id.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ParagonCodec;
 
-impl TierCodec<ParagonRequest, ParagonResponse, Error> for ParagonCodec {
-    fn key(&self, key: &ParagonRequest) -> String {
-        match &key.endpoint {
+impl TierCodec<Endpoint, ParagonResponse, Error> for ParagonCodec {
+    fn key(&self, key: &Endpoint) -> String {
+        match key {
             Endpoint::GetUser(id) => format!("user:{id}"),
         }
     }
@@ -34,12 +34,8 @@ impl TierCodec<ParagonRequest, ParagonResponse, Error> for ParagonCodec {
         }
     }
 
-    fn decode(
-        &self,
-        key: &ParagonRequest,
-        bytes: &[u8],
-    ) -> Option<CachedValue<ParagonResponse, Error>> {
-        let Endpoint::GetUser(id) = &key.endpoint;
+    fn decode(&self, key: &Endpoint, bytes: &[u8]) -> Option<CachedValue<ParagonResponse, Error>> {
+        let Endpoint::GetUser(id) = key;
         match bytes.split_first()? {
             (b'u', raw) => {
                 let user = User::decode(id, Bytes::copy_from_slice(raw)).ok()?;
@@ -61,7 +57,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_foreign_bytes() {
         let id = UserId::parse("u1").unwrap();
-        let key = ParagonRequest::get_user(id.clone());
+        let key = Endpoint::GetUser(id.clone());
         let user = User::decode(&id, Bytes::from_static(br#"{"id":"u1","x":1}"#)).unwrap();
         let value = CachedValue::Value(ParagonResponse::new(Resource::User(user.clone())));
         let bytes = ParagonCodec.encode(&value).unwrap();
@@ -78,7 +74,7 @@ mod tests {
             None
         );
         // Another user's document under this key is refused.
-        let other = ParagonRequest::get_user(UserId::parse("u2").unwrap());
+        let other = Endpoint::GetUser(UserId::parse("u2").unwrap());
         assert_eq!(ParagonCodec.decode(&other, &bytes), None);
         assert_eq!(ParagonCodec.decode(&key, b"x{}"), None);
         assert_eq!(ParagonCodec.decode(&key, b""), None);

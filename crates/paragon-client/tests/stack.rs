@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use futures_util::FutureExt;
 use paragon_client::{
-    CacheStatus, Error, HttpTransport, ParagonClient, ParagonRequest, ParagonResponse,
+    CacheStatus, Endpoint, Error, HttpTransport, ParagonClient, ParagonRequest, ParagonResponse,
     TransportConfig, UserId,
 };
 use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
@@ -30,7 +30,7 @@ type Stack = Cache<
 
 struct Edge {
     client: ParagonClient<Stack>,
-    cache: CacheHandle<ParagonRequest, ParagonResponse, Error>,
+    cache: CacheHandle<Endpoint, ParagonResponse, Error>,
     breaker: BreakerHandle,
     limiter: RateLimitHandle<MemoryStore>,
 }

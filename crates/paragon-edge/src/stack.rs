@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paragon_client::{
-    Error, HttpTransport, ParagonClient, ParagonCodec, ParagonRequest, ParagonResponse,
+    Endpoint, Error, HttpTransport, ParagonClient, ParagonCodec, ParagonRequest, ParagonResponse,
     TransportConfig,
 };
 use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
@@ -36,7 +36,7 @@ pub type Guarded = Either<CircuitBreaker<Limited>, Limited>;
 /// The whole stack: Guarded, behind the cache when it is on.
 pub type EdgeService = Either<Cache<Guarded, ParagonRequest, ParagonResponse, Error>, Guarded>;
 /// The cache's handle type.
-pub type EdgeCacheHandle = CacheHandle<ParagonRequest, ParagonResponse, Error>;
+pub type EdgeCacheHandle = CacheHandle<Endpoint, ParagonResponse, Error>;
 
 /// The built stack and handles to its layers.
 #[derive(Clone)]

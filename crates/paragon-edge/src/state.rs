@@ -122,7 +122,7 @@ impl AppState {
     }
 
     /// Whether a request would be answered from a fresh local cache entry.
-    pub fn is_cached(&self, request: &paragon_client::ParagonRequest) -> bool {
+    pub fn is_cached(&self, request: &paragon_client::Endpoint) -> bool {
         self.0
             .stack
             .cache

@@ -441,7 +441,7 @@ fn json_body() -> impl Strategy<Value = Vec<u8>> {
 #[test]
 fn user_decoding_never_panics_and_accepts_only_the_requested_user() {
     let id = UserId::parse("u1").expect("valid");
-    let codec_key = ParagonRequest::get_user(id.clone());
+    let codec_key = ParagonRequest::get_user(id.clone()).endpoint;
     run(1000, json_body(), |body| {
         let raw = Bytes::from(body.clone());
         let decoded = User::decode(&id, raw.clone());

@@ -149,7 +149,7 @@ async fn run(mode: Mode, calls: usize) -> anyhow::Result<String> {
 
     // One entry in the shared tier, then lookups of it.
     let tier = Arc::new(RedisTier::new(link.clone(), ParagonCodec));
-    let key = paragon_bench::request("bench-user");
+    let key = paragon_bench::request("bench-user").endpoint;
     let Claim::Leader(token) = tier.claim(&key, Duration::from_secs(5)).await else {
         anyhow::bail!("could not claim the bench entry");
     };

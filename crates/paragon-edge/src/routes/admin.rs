@@ -4,7 +4,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use paragon_client::{ParagonRequest, UserId};
+use paragon_client::{Endpoint, UserId};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -250,7 +250,7 @@ pub async fn purge(
             purged
         }
         Some(raw) => match UserId::parse(&raw) {
-            Ok(id) => cache.purge(&ParagonRequest::get_user(id)).await,
+            Ok(id) => cache.purge(&Endpoint::GetUser(id)).await,
             Err(e) => return Problem::invalid_id(&e).into_response(),
         },
     };

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{Error, Fetched, InvalidUserId, ParagonRequest, User, UserId};
+use paragon_client::{Endpoint, Error, Fetched, InvalidUserId, User, UserId};
 
 use crate::problem::Problem;
 use crate::state::AppState;
@@ -36,7 +36,7 @@ pub async fn get_user(
     };
     let client = state.client_of(&request);
     if client.is_some() {
-        let misses = u32::from(!state.is_cached(&ParagonRequest::get_user(id.clone())));
+        let misses = u32::from(!state.is_cached(&Endpoint::GetUser(id.clone())));
         if let Err(p) = state.admit_client(client.as_deref(), 1, misses).await {
             return p.into_response();
         }
@@ -138,7 +138,7 @@ pub async fn get_batch(
     if client.is_some() {
         let misses = ids
             .iter()
-            .filter(|id| !state.is_cached(&ParagonRequest::get_user((*id).clone())))
+            .filter(|id| !state.is_cached(&Endpoint::GetUser((*id).clone())))
             .count();
         let misses = u32::try_from(misses).unwrap_or(u32::MAX);
         if let Err(p) = state
