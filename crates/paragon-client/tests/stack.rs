@@ -141,7 +141,7 @@ async fn a_caller_that_gives_up_does_not_fail_the_others() {
     }
     drop(first);
     for answer in join_all(others).await {
-        assert_eq!(answer.unwrap().id(), &u1);
+        assert_eq!(answer.unwrap().id(), u1);
     }
     assert_eq!(sim.sim().served("/users/u1"), 1);
     assert_eq!(

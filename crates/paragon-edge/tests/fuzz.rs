@@ -456,7 +456,7 @@ fn user_decoding_never_panics_and_accepts_only_the_requested_user() {
         );
         if let Ok(user) = decoded {
             prop_assert_eq!(user.raw_json(), raw, "the bytes are kept exactly");
-            prop_assert_eq!(user.id().as_str(), "u1");
+            prop_assert_eq!(user.id().as_str().to_owned(), "u1");
         }
         // A shared-cache entry holding these bytes is accepted only for this user.
         let mut entry = vec![b'u'];
