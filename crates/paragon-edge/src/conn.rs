@@ -17,7 +17,9 @@
 //!
 //! A deadline that passes fails the read or write with `TimedOut`, and hyper closes the
 //! connection. This costs one timer per connection, reset when a read waits after a
-//! phase change: no task and no wake-up per request.
+//! phase change: no task and no wake-up per request. Time here is tokio's
+//! (`tokio::time::Instant`), not the layers' `Clock`: the deadlines are tokio timers,
+//! which must be set in tokio's instants, and which paused tokio time drives in tests.
 //!
 //! The head's size is bounded by hyper's read buffer (`max_buf_size`), which answers
 //! `431` when a head does not fit; so a connection holds at most that many bytes of
