@@ -12,7 +12,8 @@
 # is a 1 s unmeasured run, then SECONDS measured. Prints per round the req/s, the share
 # of a CPU the edge got and its CPU time per request (user+system: the latter moves less
 # with other load than req/s does); then the median and range of req/s per binary,
-# new/old of the medians, and the median CPU us per request. Loopback only; stops what it
+# new/old of the medians, the median of the per-round new/old (robust to a drift of the
+# load) with the rounds the new one won, and the median CPU us per request. Loopback only; stops what it
 # started. Needs 2 CPUs; installs wrk with apt-get when missing. Both binaries get the
 # same config, with only keys the old one knows.
 set -euo pipefail
@@ -138,13 +139,18 @@ echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$WORK/results.tsv" <<'PY'
 import statistics as st, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
-print("\nreq/s         old     new  new/old   range old | new             CPU us/req old    new")
+print("\nreq/s        old     new  new/old  paired  new>old  range old | new"
+      "             CPU us/req old    new")
 for cors in ("off", "on"):
     v = {b: [(float(x), float(u)) for c, bb, x, u in rows if c == cors and bb == b]
          for b in ("old", "new")}
     r = {b: [x for x, _ in v[b]] for b in v}
     u = {b: st.median(u for _, u in v[b]) for b in v}
     mo, mn = st.median(r["old"]), st.median(r["new"])
+    pair = [n / o for o, n in zip(r["old"], r["new"])]  # same round: same moment's load
+    wins = f"{sum(x > 1 for x in pair)}/{len(pair)}"
     rng = " | ".join(f"{min(r[b]):.0f}-{max(r[b]):.0f}" for b in ("old", "new"))
-    print(f"CORS {cors:4}{mo:8.0f}{mn:8.0f}{mn / mo:9.3f}   {rng:26}{u['old']:8.1f}{u['new']:7.1f}")
+    print(f"CORS {cors:4}{mo:7.0f}{mn:8.0f}{mn / mo:9.3f}{st.median(pair):8.3f}{wins:>9}  {rng:26}"
+          f"{u['old']:8.1f}{u['new']:7.1f}")
+print("paired: median of new/old within a round; new>old: rounds the new one won")
 PY
