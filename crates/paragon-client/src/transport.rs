@@ -207,16 +207,21 @@ fn map_error(e: reqwest::Error, timeout: Duration) -> Error {
     }
 }
 
-/// This process's own resources ran out (file descriptors, sockets, memory for a
-/// socket): not a fault of ParagoN, so the breaker must not count it.
+/// Whether `e` says this process ran out of its own resources (file descriptors, or
+/// buffers or memory for a socket): EMFILE, ENFILE, ENOBUFS or ENOMEM, as Linux numbers
+/// them. It passes once connections close; it says nothing about the peer.
+pub fn is_out_of_resources(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// This process's own resources ran out: not a fault of ParagoN, so the breaker must not
+/// count it.
 fn local_resource_error(e: &reqwest::Error) -> Option<String> {
     use std::error::Error as _;
-    // EMFILE, ENFILE, ENOBUFS and ENOMEM on Linux and the BSDs alike.
-    const LOCAL_ERRNOS: [i32; 4] = [24, 23, 105, 12];
     let mut source = e.source();
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error().is_some_and(|n| LOCAL_ERRNOS.contains(&n)) {
+            if is_out_of_resources(io) {
                 return Some(io.to_string());
             }
         }

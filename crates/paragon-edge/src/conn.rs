@@ -359,13 +359,6 @@ impl<S> HttpService for S where
 {
 }
 
-/// Whether an accept error means this process is out of descriptors or memory (it
-/// passes once connections close) rather than a fault of one connection.
-fn out_of_resources(e: &io::Error) -> bool {
-    // EMFILE, ENFILE, ENOBUFS, ENOMEM.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
-}
-
 /// Accepts connections on `listener` and serves each with `app` until `stop` turns
 /// true; then stops accepting, asks every connection to close after its current
 /// request, and returns once all are closed. With `peer_info`, each request carries
@@ -431,7 +424,7 @@ pub async fn serve<S>(
                 if !std::mem::replace(&mut accept_failing, true) {
                     tracing::error!(
                         error = %e,
-                        local = out_of_resources(&e),
+                        local = paragon_client::transport::is_out_of_resources(&e),
                         "cannot accept connections; retrying"
                     );
                 }
