@@ -1,3 +1,11 @@
+//! [`ParagonClient`]: the typed façade over any stack of ParagoN services.
+//!
+//! Business code asks for a user by [`UserId`](crate::UserId) and gets a
+//! [`User`](crate::User) or an [`Error`](crate::Error); it never builds a request or
+//! matches a response variant. The façade is generic over the service underneath, so the
+//! same calls work over the bare transport, over the whole protective stack, or over
+//! [`FakeParagon`](crate::testing::FakeParagon) in tests (the Proxy pattern's client side).
+
 use tower::{Service, ServiceExt};
 
 use paragon_layers::cache::CacheStatus;

@@ -1,3 +1,10 @@
+//! Everything a ParagoN call can end with, and what each outcome means to each layer.
+//!
+//! One error type for the whole stack: each layer's rejection converts into it, and it
+//! implements the layers' questions (`Classify` for the breaker, `UpstreamThrottle` for
+//! the limiter, `CachePolicy` for the cache), so the layers stay generic and the meaning
+//! of a ParagoN failure is decided here, once.
+
 use std::time::Duration;
 
 use paragon_layers::cache::{CachePolicy, FillAborted};

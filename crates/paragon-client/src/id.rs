@@ -1,3 +1,9 @@
+//! [`UserId`]: a user id checked once, at the edge of the system.
+//!
+//! The contract's alphabet (`A–Z a–z 0–9 - _ . ~`, 1–128 bytes, not `.` or `..`)
+//! makes an id one safe URL path segment, so no request can reach another upstream path;
+//! a parsed id is an `Arc<str>`, cheap to clone into cache keys and batch results.
+
 use std::fmt;
 use std::sync::Arc;
 

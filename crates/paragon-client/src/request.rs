@@ -1,3 +1,11 @@
+//! What the stack carries: [`ParagonRequest`] (an [`Endpoint`] and the call's wait
+//! ledger) and [`ParagonResponse`].
+//!
+//! A request is cached by its endpoint alone, and carries its `WaitLedger` so the limiter
+//! can tell the breaker how long it held the call on purpose (visible in the types, so it
+//! survives any layer put between them). A new ParagoN endpoint is a new variant here; no
+//! layer changes.
+
 use std::borrow::Cow;
 
 use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};

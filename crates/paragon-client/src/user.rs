@@ -1,3 +1,10 @@
+//! [`User`]: a ParagoN user, kept as the exact bytes ParagoN sent.
+//!
+//! The edge answers with those bytes (all fields, unknown ones too), so the body is
+//! checked once on arrival (valid JSON object, the requested id) and stored in one exact
+//! allocation behind an `Arc`; fields are read on demand. That keeps a cached user its
+//! body plus a few words, and a cache hit a pointer copy.
+
 use std::fmt;
 use std::sync::Arc;
 

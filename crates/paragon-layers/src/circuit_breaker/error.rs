@@ -1,3 +1,5 @@
+//! The breaker's rejection: the circuit is open (or half-open with no probe slot).
+
 use std::time::Duration;
 
 /// A call refused because the circuit is open (or half-open with no probe slot).

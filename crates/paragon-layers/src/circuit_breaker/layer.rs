@@ -1,3 +1,6 @@
+//! [`BreakerConfig`] (built and checked by its builder) and [`CircuitBreakerLayer`], with
+//! a listener for state transitions (metrics, logs).
+
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,11 @@
+//! The [`CircuitBreaker`] service: admits or rejects calls and records their outcomes.
+//!
+//! The decisions are the pure functions of `state_machine`; this module holds their
+//! state. While closed, admitting is one atomic load and recording a few atomic adds (the
+//! common case must cost nothing); a mutex is taken only to change state and while
+//! half-open, where probe slots are counted exactly. A permit that is dropped without an
+//! outcome (a cancelled call) gives its slot back.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

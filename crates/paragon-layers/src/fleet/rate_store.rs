@@ -1,3 +1,10 @@
+//! The limiter's state in Redis: one GCRA budget for the fleet, on Redis's clock.
+//!
+//! Each acquire is one Lua script (read, step, write atomically), so instances never race
+//! and their clocks never matter. While Redis is unusable, each instance falls back to
+//! its share of the budget in memory. [`RedisKeyedBudget`] is the same step per key
+//! (a client's share of the upstream budget).
+
 use std::time::Duration;
 
 use crate::rate_limit::gcra::Gcra;

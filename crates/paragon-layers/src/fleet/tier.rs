@@ -1,3 +1,10 @@
+//! [`RedisTier`]: the cache's shared tier in Redis, and the fleet's fill lock.
+//!
+//! Entries are the codec's bytes with their freshness; a fill claims a key with a fenced
+//! token so one instance of the fleet calls the upstream and the others wait for its
+//! publish. Every Redis failure reads as "absent" or "unavailable": the local cache and
+//! the upstream still answer.
+
 use std::marker::PhantomData;
 use std::time::Duration;
 

@@ -1,3 +1,5 @@
+//! The limiter's rejection: over budget, or the upstream's 429 pause, with when to retry.
+
 use std::time::Duration;
 
 /// Why a call was not let through.

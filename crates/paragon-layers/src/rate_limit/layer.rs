@@ -1,3 +1,6 @@
+//! [`RateLimitConfig`] (built and checked by its builder) and [`RateLimitLayer`], over a
+//! [`RateStore`](super::RateStore): memory for one instance, Redis for a fleet.
+
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,3 +1,11 @@
+//! The [`RateLimit`] service: takes budget before a call, and pauses every call when the
+//! upstream answers 429.
+//!
+//! A call within budget goes on at once; one that would wait at most `max_wait` waits
+//! (the wait is added to the request's `WaitLedger`); any other is rejected with when to
+//! retry. An upstream 429 sets a pause of all calls for its `Retry-After` (capped at
+//! `max_pause`), kept in the store so a fleet pauses together.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
