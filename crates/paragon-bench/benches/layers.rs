@@ -20,6 +20,7 @@
 //! --measurement-time 3 '^(hit|miss|layer)/'`, then the `threads/` group unpinned with
 //! `--measurement-time 8` (BENCHMARKS.md, "Reproducing").
 
+#![allow(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
 #![allow(missing_docs)] // criterion_group! and criterion_main! generate undocumented items
 
 use std::collections::HashMap;

@@ -8,6 +8,8 @@
 //!
 //! `bench/run.sh` at the repository root drives them; BENCHMARKS.md has the method.
 
+#![allow(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
+
 use bytes::Bytes;
 use paragon_client::{ParagonRequest, ParagonResponse, Resource, User, UserId};
 

@@ -186,12 +186,21 @@ impl Service<ParagonRequest> for HttpTransport {
                 }
                 404 => Err(Error::NotFound),
                 429 => Err(Error::UpstreamRateLimited {
-                    retry_after: retry_after(response.headers(), SystemTime::now()),
+                    retry_after: retry_after(response.headers(), wall_now()),
                 }),
                 _ => Err(Error::UpstreamStatus { status }),
             }
         })
     }
+}
+
+/// The wall-clock time, to read an HTTP date against (`Retry-After: <date>`).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "an HTTP date is wall-clock time; `Clock` is monotonic and has no date"
+)]
+fn wall_now() -> SystemTime {
+    SystemTime::now()
 }
 
 fn map_error(e: reqwest::Error, timeout: Duration) -> Error {

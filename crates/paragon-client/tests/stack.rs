@@ -1,6 +1,11 @@
 //! The full stack — cache → circuit breaker → rate limiter → real `HttpTransport` —
 //! against the simulated ParagoN on a real socket, counting the calls that reached it.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time real sockets and servers"
+)]
+
 use std::time::Duration;
 
 use futures_util::future::join_all;

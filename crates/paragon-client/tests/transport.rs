@@ -1,6 +1,11 @@
 //! The real `HttpTransport` against a real HTTP server on 127.0.0.1: every error kind,
 //! the bearer key, and byte-exact bodies.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time real sockets and servers"
+)]
+
 mod common;
 
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,11 @@
 //! The `paragon-edge` binary (CONTRACT §3, §4): `check-config`, environment overrides,
 //! `PARAGON_API_KEY`, the embedded simulator, and SIGTERM.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time real processes and sockets"
+)]
+
 mod common;
 
 use std::path::PathBuf;

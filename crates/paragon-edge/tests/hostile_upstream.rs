@@ -4,6 +4,11 @@
 //! CONTRACT status, counts for the breaker where the contract says so, and is never
 //! cached: once the upstream behaves, every id is fetched afresh (`x-cache: MISS`).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time real sockets and servers"
+)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

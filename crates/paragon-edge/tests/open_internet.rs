@@ -3,6 +3,11 @@
 //! normalises ids, and an endless 429 pause ended by an operator. Each test fails on an
 //! edge without the protection it names.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time real sockets and servers"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

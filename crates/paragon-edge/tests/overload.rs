@@ -9,6 +9,11 @@
 //!
 //! The two tests count this process's file descriptors, so they run one at a time.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time real sockets and servers"
+)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,10 @@
 //! The one time source of every layer.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the one module that reads the OS clock"
+)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

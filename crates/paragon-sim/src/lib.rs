@@ -55,6 +55,11 @@
 //! - `user.rs` — [`user_json`], the deterministic users.
 //! - `main.rs` — the `paragon-sim` binary.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the simulator keeps its own time (tokio's), apart from the edge's layers"
+)]
+
 mod body;
 mod error;
 mod faults;

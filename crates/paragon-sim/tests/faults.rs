@@ -1,5 +1,10 @@
 //! Every fault mode, observed by a client over real sockets.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time the simulator's faults over real sockets"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -14,6 +14,11 @@
 //! Every wait is a bounded poll of a condition: a server that does not come up in time
 //! fails the test with a message instead of hanging it.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test servers are waited for in wall time"
+)]
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -13,6 +13,8 @@
 //! redis_limiter [--calls 20000] [--mode standalone|tls|cluster|all]
 //! ```
 
+#![allow(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

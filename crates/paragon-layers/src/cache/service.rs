@@ -1,3 +1,12 @@
+//! The [`Cache`] service: hits from the table, one fill per key, and what a fill stores.
+//!
+//! A hit is answered without calling the inner service. A miss registers one fill per
+//! key (callers of the same key wait on it, and it survives their cancellation): the
+//! fill runs inline while its answer is immediate and on a task of its own once it has
+//! to wait, then stores a value, a negative answer, or keeps a stale entry for
+//! `stale_if_error`. With a shared tier, the fill first looks there and claims the key
+//! for the fleet, so a fleet makes one upstream call per key.
+
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -284,7 +293,10 @@ where
                 result: inner.oneshot(req).await,
                 tier_stale: None,
             },
-            Some(link) => fill_through_tier(link, &self.shared.config, &self.key, inner, req).await,
+            Some(link) => {
+                let shared = &self.shared;
+                fill_through_tier(link, &shared.config, &shared.clock, &self.key, inner, req).await
+            }
         };
         let outcome = self.store(filled);
         if let Some(tx) = self.tx.take() {
@@ -377,6 +389,7 @@ where
 async fn fill_through_tier<S, Req, K, R, E>(
     link: &TierLink<K, R, E>,
     config: &CacheConfig,
+    clock: &Clock,
     key: &K,
     inner: S,
     req: Req,
@@ -388,7 +401,7 @@ where
     E: CachePolicy + Clone + 'static,
 {
     let tier = &*link.tier;
-    let started = tokio::time::Instant::now();
+    let started = clock.now();
     let mut tier_stale = None;
     loop {
         match tier.lookup(key).await {
@@ -420,8 +433,8 @@ where
                 }
                 return Filled::Upstream { result, tier_stale };
             }
-            Claim::Follower if started.elapsed() < link.hold => {
-                tokio::time::sleep(FOLLOW_POLL).await
+            Claim::Follower if clock.now().since(started) < link.hold => {
+                clock.sleep(FOLLOW_POLL).await
             }
             // The tier is unreachable, or the claimant took too long: fill without it.
             Claim::Follower | Claim::Unavailable => {

@@ -1,3 +1,11 @@
+//! [`RedisLink`]: the fleet's one connection to Redis, whatever its deployment.
+//!
+//! Standalone, TLS, Cluster and Sentinel are reached through the redis crate's own
+//! clients; this module adds what the layers need on top: a watch of whether Redis is
+//! usable (so the stores fall back to local state at once instead of timing out per
+//! call), the reason it is not (logged once, secrets removed), reconnection, the key
+//! prefix, and the count of live instances for the local fallback budget.
+
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -469,6 +477,10 @@ impl Inner {
 
     /// Logs a reason once: when Redis goes from usable to not, or when the kind of reason
     /// changes while it is down (refused, then a wrong password, ...).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "only spaces out log lines; no decision of a layer reads it"
+    )]
     fn log_down(&self, was_up: bool, kind: &'static str, reason: &str) {
         let mut log = self.log.lock();
         let now = Instant::now();
