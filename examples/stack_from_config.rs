@@ -5,15 +5,15 @@
 use std::path::PathBuf;
 
 use paragon_client::UserId;
-use paragon_edge::config::Config;
+use paragon_edge::config::Settings;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let path = std::env::args().nth(1).map(PathBuf::from);
-    // The file, then PARAGON_EDGE__* overrides; validated with errors naming the key.
-    let config = Config::load(path.as_deref())?;
+    // The file, then PARAGON_EDGE__* overrides; checked once, errors naming the key.
+    let settings = Settings::load(path.as_deref())?;
     // Without upstream.base_url this starts the embedded simulator.
-    let edge = paragon_edge::server::build(config, paragon_layers::Clock::coarse()).await?;
+    let edge = paragon_edge::server::build(settings, paragon_layers::Clock::coarse()).await?;
     let stack = edge.state.stack();
     let id = UserId::parse("u1")?;
     for _ in 0..2 {

@@ -161,7 +161,10 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 X_REQUEST_ID.clone(),
                 header::RETRY_AFTER,
             ])
-            .max_age(std::time::Duration::from_secs(600)),
+            .max_age(std::time::Duration::from_secs(600))
+            // Answers differ by `Origin` only: the allowed methods and headers are fixed
+            // lists, not echoes of the preflight's request headers.
+            .vary([header::ORIGIN]),
     )
 }
 
@@ -260,8 +263,8 @@ mod tests {
     #[tokio::test]
     async fn the_labels_agree_with_the_router() {
         use tower::ServiceExt;
-        let config = crate::config::Config::from_toml("").expect("defaults");
-        let edge = crate::server::build(config, paragon_layers::Clock::tokio())
+        let settings = crate::config::Settings::from_toml("").expect("defaults");
+        let edge = crate::server::build(settings, paragon_layers::Clock::tokio())
             .await
             .expect("the edge builds over its embedded simulator");
         let service = app::<axum::body::Body>(edge.state.clone());

@@ -1,20 +1,20 @@
 //! ParagoN Edge: the service frontends call instead of the ParagoN API.
 //!
 //! It serves users from a stack of protective layers (cache → circuit breaker → rate
-//! limiter → HTTP transport, see [`stack`]) built once from a validated [`config`].
+//! limiter → HTTP transport, see [`stack`]) built once from checked [`config::Settings`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use paragon_edge::{config::Config, server};
-//! let config = Config::load(None)?;                      // defaults + environment
-//! let edge = server::build(config, paragon_layers::Clock::coarse()).await?;
+//! use paragon_edge::{config::Settings, server};
+//! let settings = Settings::load(None)?;                  // defaults + environment, checked
+//! let edge = server::build(settings, paragon_layers::Clock::coarse()).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! server::run(listener, edge.state, server::shutdown_signal(), std::time::Duration::from_secs(10)).await?;
 //! # Ok(()) }
 //! ```
 //!
 //! # Layout
-//! - [`config`] — the TOML/environment configuration, validated once;
+//! - [`config`] — the TOML/environment configuration, checked and parsed once;
 //! - [`stack`] — the one composition of the layers;
 //! - [`app`] — `app(state)`: the router, wrapped whole in request ids, counting and CORS;
 //! - [`state`] — what every handler serves from;
@@ -35,3 +35,4 @@ pub mod routes;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod upstream;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use paragon_edge::config::Config;
+use paragon_edge::config::Settings;
 use paragon_edge::server;
 use tracing_subscriber::EnvFilter;
 
@@ -56,11 +56,11 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = Config::load(cli.config.as_deref());
+    let loaded = Settings::load(cli.config.as_deref());
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => match loaded {
-            Ok(config) => {
-                print!("{}", config.to_redacted_toml());
+            Ok(settings) => {
+                print!("{}", settings.config.to_redacted_toml());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -99,13 +99,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let addr = config.listen_addr()?;
-    let grace = config.server.shutdown_grace.0;
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let addr = settings.listen;
+    let grace = settings.config.server.shutdown_grace.0;
     let shutdown = server::shutdown_signal();
     // Ticked by the serving runtime itself: no clock thread wakes the serving cores.
     let clock = paragon_layers::Clock::coarse_on(&tokio::runtime::Handle::current());
-    let edge = server::build(config, clock).await?;
+    let edge = server::build(settings, clock).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.listen): {e}"))?;

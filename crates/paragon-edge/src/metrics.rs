@@ -7,12 +7,10 @@
 //! exposed as constant samples after the registry's own.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use paragon_client::{Error, ParagonRequest, ParagonResponse};
+use paragon_client::{Error, ParagonResponse};
 use paragon_layers::circuit_breaker::{BreakerState, Transition};
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -20,7 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tower::Service;
 
 /// The `Content-Type` of what [`Metrics::render`] writes: Prometheus text, version 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -357,12 +354,22 @@ impl Metrics {
         self.upstream_calls.iter().map(Counter::get).sum()
     }
 
-    fn record_upstream(&self, result: &Result<ParagonResponse, Error>, started: Instant) {
+    /// One more upstream call in flight.
+    pub(crate) fn upstream_started(&self) {
+        self.upstream_in_flight.inc();
+    }
+
+    /// One upstream call fewer in flight.
+    pub(crate) fn upstream_ended(&self) {
+        self.upstream_in_flight.dec();
+    }
+
+    /// Counts one upstream call, its outcome and how long it took.
+    pub(crate) fn record_upstream(&self, result: &Result<ParagonResponse, Error>, took: Duration) {
         self.upstream_calls[outcome_index(result)].inc();
         // The histogram takes a short lock per observation, which is nothing next to the
         // network call it times.
-        self.upstream_latency
-            .observe(started.elapsed().as_secs_f64());
+        self.upstream_latency.observe(took.as_secs_f64());
     }
 
     /// Prometheus text exposition of everything: the registry's metrics, then the layers'
@@ -469,81 +476,6 @@ impl Metrics {
 /// Registers a counter whose value was read from a layer.
 fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, ConstCounter::new(value));
-}
-
-/// The bottom wrapper of the stack: bounds the calls in flight to ParagoN
-/// (`upstream.max_concurrency`), and counts every call that reaches it, its outcome and
-/// latency. A call that finds no free slot within `queue_timeout` fails with
-/// [`Error::Overloaded`] instead of queueing without bound.
-#[derive(Clone)]
-pub struct Instrumented<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-    slots: Arc<tokio::sync::Semaphore>,
-    queue_timeout: std::time::Duration,
-}
-
-impl<S> Instrumented<S> {
-    /// Wraps the transport.
-    pub fn new(
-        inner: S,
-        metrics: Arc<Metrics>,
-        max_concurrency: usize,
-        queue_timeout: std::time::Duration,
-    ) -> Self {
-        Instrumented {
-            inner,
-            metrics,
-            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrency)),
-            queue_timeout,
-        }
-    }
-}
-
-/// Keeps the in-flight gauge right even when a call is dropped half-way.
-struct InFlight(Arc<Metrics>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.upstream_in_flight.dec();
-    }
-}
-
-impl<S> Service<ParagonRequest> for Instrumented<S>
-where
-    S: Service<ParagonRequest, Response = ParagonResponse, Error = Error> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = ParagonResponse;
-    type Error = Error;
-    type Future = BoxFuture<'static, Result<ParagonResponse, Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: ParagonRequest) -> Self::Future {
-        let metrics = self.metrics.clone();
-        let slots = self.slots.clone();
-        let queue_timeout = self.queue_timeout;
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
-            let _permit = match slots.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => match tokio::time::timeout(queue_timeout, slots.acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => return Err(Error::Overloaded),
-                },
-            };
-            metrics.upstream_in_flight.inc();
-            let _in_flight = InFlight(metrics.clone());
-            let started = Instant::now();
-            let result = inner.call(req).await;
-            metrics.record_upstream(&result, started);
-            result
-        })
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::app::app;
 use crate::client_limit::ClientLimiter;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Settings};
 use crate::conn::{self, ConnLimits};
 use crate::metrics::Metrics;
 use crate::stack::{self, BuildError};
@@ -38,11 +38,11 @@ pub enum StartError {
     Simulator(std::io::Error),
 }
 
-/// Builds the stack from `config` (starting the embedded simulator when no upstream is set).
-pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
-    config.validate()?;
+/// Builds the stack of `settings` (starting the embedded simulator when no upstream is
+/// set).
+pub async fn build(settings: Settings, clock: Clock) -> Result<Edge, StartError> {
     let metrics = Arc::new(Metrics::default());
-    let (base_url, simulator) = match config.base_url()? {
+    let (base_url, simulator) = match settings.base_url.clone() {
         Some(url) => (url, None),
         None => {
             let sim = Simulator::new(SimConfig::default())
@@ -60,7 +60,8 @@ pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
         }
     };
     let upstream = crate::config::redact_url(base_url.as_str());
-    let stack = stack::build(&config, base_url, clock.clone(), metrics.clone())?;
+    let stack = stack::build(&settings, base_url, clock.clone(), metrics.clone())?;
+    let config = settings.config;
     if let Some(link) = &stack.redis {
         // Give Redis a moment so the first requests already use the fleet's state.
         if link.wait_up(Duration::from_secs(1)).await {
@@ -72,7 +73,7 @@ pub async fn build(config: Config, clock: Clock) -> Result<Edge, StartError> {
         }
     }
     let client_limit = if config.client_limit.enabled {
-        let key = config.client_limit.client_key()?;
+        let key = settings.client_key;
         // With the fleet's budget in Redis, each client's share of it is the fleet's too.
         let fleet = stack
             .redis

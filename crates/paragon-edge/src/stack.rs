@@ -1,5 +1,5 @@
 //! The one place that composes the protective layers, in the contract's order:
-//! cache → circuit breaker → rate limiter → (bounded, instrumented) HTTP transport.
+//! cache → circuit breaker → rate limiter → upstream gate (`upstream.rs`) → HTTP transport.
 //! A disabled layer is absent from the stack, not a pass-through.
 
 use std::sync::Arc;
@@ -9,26 +9,23 @@ use paragon_client::{
     Endpoint, Error, HttpTransport, ParagonClient, ParagonCodec, ParagonRequest, ParagonResponse,
     TransportConfig,
 };
-use paragon_layers::cache::{Cache, CacheConfig, CacheHandle, CacheLayer};
-use paragon_layers::circuit_breaker::{
-    BreakerConfig, BreakerHandle, CircuitBreaker, CircuitBreakerLayer,
-};
+use paragon_layers::cache::{Cache, CacheHandle, CacheLayer};
+use paragon_layers::circuit_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use paragon_layers::fleet::{RedisLink, RedisRateStore, RedisTier};
 use paragon_layers::rate_limit::gcra::Gcra;
 use paragon_layers::rate_limit::{Acquire, BudgetState, RateStore};
-use paragon_layers::rate_limit::{
-    MemoryStore, RateLimit, RateLimitConfig, RateLimitHandle, RateLimitLayer,
-};
+use paragon_layers::rate_limit::{MemoryStore, RateLimit, RateLimitHandle, RateLimitLayer};
 use paragon_layers::Clock;
 use tower::util::Either;
 use tower::Layer;
 use url::Url;
 
-use crate::config::{Backend, Config};
-use crate::metrics::{Instrumented, Metrics};
+use crate::config::{Backend, Config, Settings};
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamGate;
 
-/// The transport with its concurrency bound and counters.
-pub type Upstream = Instrumented<HttpTransport>;
+/// The transport behind its gate: concurrency bound and counters.
+pub type Upstream = UpstreamGate<HttpTransport>;
 /// Upstream, behind the rate limiter when it is on.
 pub type Limited = Either<RateLimit<Upstream, EdgeStore>, Upstream>;
 /// Limited, behind the breaker when it is on.
@@ -113,73 +110,20 @@ pub enum BuildError {
     /// The transport (base URL, key, TLS) cannot be set up.
     #[error(transparent)]
     Transport(#[from] paragon_client::TransportError),
-    /// Redis cannot be used (a malformed `[redis]` section; the message names the key).
+    /// Redis cannot be used.
     #[error("{0}")]
     Redis(String),
-    /// A layer setting is out of range.
-    #[error("{section}.{}", .source)]
-    Layer {
-        /// The config section.
-        section: &'static str,
-        /// The layer's own error, naming the key.
-        source: paragon_layers::ConfigError,
-    },
 }
 
-/// The layer settings of a validated [`Config`].
-pub fn cache_config(config: &Config) -> Result<CacheConfig, BuildError> {
-    let c = &config.cache;
-    CacheConfig::builder(c.ttl.0)
-        .max_entries(c.max_entries)
-        .max_bytes(c.max_bytes)
-        .stale_if_error(c.stale_if_error.0)
-        .negative_ttl(c.negative_ttl.0)
-        .build()
-        .map_err(|source| BuildError::Layer {
-            section: "cache",
-            source,
-        })
-}
-
-/// The breaker settings of a validated [`Config`].
-pub fn breaker_config(config: &Config) -> Result<BreakerConfig, BuildError> {
-    let b = &config.circuit_breaker;
-    BreakerConfig::builder()
-        .failure_threshold(b.failure_threshold)
-        .failure_rate(b.failure_rate)
-        .window(b.window.0)
-        .minimum_calls(b.minimum_calls)
-        .open_for(b.open_for.0)
-        .half_open_max_calls(b.half_open_max_calls)
-        .slow_call(b.slow_call.0)
-        .build()
-        .map_err(|source| BuildError::Layer {
-            section: "circuit_breaker",
-            source,
-        })
-}
-
-/// The limiter settings of a validated [`Config`].
-pub fn rate_limit_config(config: &Config) -> Result<RateLimitConfig, BuildError> {
-    let r = &config.rate_limit;
-    RateLimitConfig::builder(r.max_requests, r.window.0)
-        .burst(r.burst)
-        .max_wait(r.max_wait.0)
-        .max_pause(r.max_pause.0)
-        .build()
-        .map_err(|source| BuildError::Layer {
-            section: "rate_limit",
-            source,
-        })
-}
-
-/// Builds the stack over ParagoN at `base_url`.
+/// Builds the stack of `settings` over ParagoN at `base_url` (the settings' own, or
+/// the embedded simulator's).
 pub fn build(
-    config: &Config,
+    settings: &Settings,
     base_url: Url,
     clock: Clock,
     metrics: Arc<Metrics>,
 ) -> Result<Stack, BuildError> {
+    let config = &settings.config;
     let u = &config.upstream;
     let transport = HttpTransport::new(TransportConfig {
         base_url,
@@ -188,16 +132,19 @@ pub fn build(
         connect_timeout: u.connect_timeout.0,
         max_response_bytes: u.max_response_bytes,
     })?;
-    let upstream = Instrumented::new(transport, metrics.clone(), u.max_concurrency, u.timeout.0);
+    let upstream = UpstreamGate::new(
+        transport,
+        metrics.clone(),
+        u.max_concurrency,
+        u.timeout.0,
+        clock.clone(),
+    );
 
     let shared_limiter = config.rate_limit.enabled && config.rate_limit.backend == Backend::Redis;
     let shared_cache = config.cache.enabled && config.cache.backend == Backend::Redis;
     let redis = if shared_limiter || shared_cache {
-        let options = config
-            .redis
-            .link_options()
-            .map_err(|e| BuildError::Redis(e.to_string()))?;
-        let link = RedisLink::open(&config.redis.target(), options)
+        let (target, options) = &settings.redis;
+        let link = RedisLink::open(target, options.clone())
             .map_err(|e| BuildError::Redis(format!("redis: {e}")))?;
         let m = metrics.clone();
         let mut up = link.subscribe();
@@ -214,7 +161,7 @@ pub fn build(
     };
 
     let (limited, limiter): (Limited, _) = if config.rate_limit.enabled {
-        let rl = rate_limit_config(config)?;
+        let rl = settings.rate_limit;
         let store = match (&redis, shared_limiter) {
             (Some(link), true) => EdgeStore::Redis(Box::new(RedisRateStore::new(
                 link.clone(),
@@ -231,15 +178,14 @@ pub fn build(
 
     let (guarded, breaker): (Guarded, _) = if config.circuit_breaker.enabled {
         let m = metrics.clone();
-        let layer =
-            CircuitBreakerLayer::with_listener(breaker_config(config)?, clock.clone(), move |t| {
-                m.transition(t);
-                tracing::warn!(
-                    from = t.from.as_str(),
-                    to = t.to.as_str(),
-                    "circuit breaker changed state"
-                );
-            });
+        let layer = CircuitBreakerLayer::with_listener(settings.breaker, clock.clone(), move |t| {
+            m.transition(t);
+            tracing::warn!(
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                "circuit breaker changed state"
+            );
+        });
         (Either::Left(layer.layer(limited)), Some(layer.handle()))
     } else {
         (Either::Right(limited), None)
@@ -249,9 +195,9 @@ pub fn build(
         let layer = match (&redis, shared_cache) {
             (Some(link), true) => {
                 let tier = Arc::new(RedisTier::new(link.clone(), ParagonCodec));
-                CacheLayer::with_tier(cache_config(config)?, clock, tier, fill_hold(config))
+                CacheLayer::with_tier(settings.cache.clone(), clock, tier, fill_hold(config))
             }
-            _ => CacheLayer::new(cache_config(config)?, clock),
+            _ => CacheLayer::new(settings.cache.clone(), clock),
         };
         (Either::Left(layer.layer(guarded)), Some(layer.handle()))
     } else {

@@ -4,9 +4,14 @@
 //!
 //! The servers are real `redis-server` processes on free ports (`paragon-testkit`).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests time real processes and sockets"
+)]
+
 use std::time::{Duration, Instant};
 
-use paragon_edge::config::Config;
+use paragon_edge::config::{Config, Settings};
 use paragon_edge::server;
 use paragon_layers::Clock;
 use paragon_sim::{Faults, SimConfig, SimHandle, Simulator};
@@ -48,7 +53,8 @@ fn fleet_config(redis: &str, upstream: &str, rate_limit: &str, cache: &str) -> C
 }
 
 async fn instance(config: Config) -> Instance {
-    let edge = server::build(config, Clock::tokio()).await.unwrap();
+    let settings = Settings::new(config).expect("a valid fleet configuration");
+    let edge = server::build(settings, Clock::tokio()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();

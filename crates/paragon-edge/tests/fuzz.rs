@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::{contract_valid_id, fuzz_cases};
 use paragon_client::transport::{retry_after, MAX_RETRY_AFTER};
 use paragon_client::{ParagonCodec, ParagonRequest, User, UserId};
-use paragon_edge::config::{Backend, Config};
+use paragon_edge::config::{Backend, Settings};
 use paragon_edge::routes::users::parse_batch;
 use paragon_layers::cache::TierCodec;
 use proptest::prelude::*;
@@ -255,7 +255,7 @@ fn configuration_errors_name_the_key_and_valid_ones_start() {
     run(300, config_doc(), |(text, keys)| {
         // The document itself may be invalid TOML (a repeated section): that is an
         // error too, and must still not panic.
-        match Config::from_toml(&text) {
+        match Settings::from_toml(&text) {
             Err(e) => {
                 let message = e.to_string();
                 prop_assert!(!message.is_empty());
@@ -270,20 +270,26 @@ fn configuration_errors_name_the_key_and_valid_ones_start() {
                     );
                 }
             }
-            Ok(mut config) => {
+            Ok(settings) => {
+                let mut config = settings.config;
                 // The printed form is a valid configuration again, secrets aside.
                 let printed = config.to_redacted_toml();
-                let reparsed = Config::from_toml(&printed).map_err(|e| {
-                    TestCaseError::fail(format!("{text:?} printed as {printed:?}: {e}"))
-                })?;
+                let reparsed = Settings::from_toml(&printed)
+                    .map_err(|e| {
+                        TestCaseError::fail(format!("{text:?} printed as {printed:?}: {e}"))
+                    })?
+                    .config;
                 prop_assert_eq!(&reparsed.cache, &config.cache, "{}", printed);
                 prop_assert_eq!(&reparsed.rate_limit, &config.rate_limit, "{}", printed);
                 // A configuration that validates must start (no panic while building).
                 config.upstream.base_url = Some("http://127.0.0.1:9".into());
                 config.cache.backend = Backend::Memory;
                 config.rate_limit.backend = Backend::Memory;
+                let settings = Settings::new(config).map_err(|e| {
+                    TestCaseError::fail(format!("{text:?} with a memory backend: {e}"))
+                })?;
                 let built = rt.block_on(paragon_edge::server::build(
-                    config,
+                    settings,
                     paragon_layers::Clock::tokio(),
                 ));
                 prop_assert!(built.is_ok(), "{:?}: {:?}", text, built.err());
@@ -323,17 +329,19 @@ fn every_key_with_every_hostile_value() {
     for (section, key) in KEYS {
         for value in &values {
             let text = format!("[{section}]\n{key} = {value}\n");
-            match Config::from_toml(&text) {
+            match Settings::from_toml(&text) {
                 Err(e) => assert!(
                     e.to_string().contains(key),
                     "{text:?} gave {e}, which does not name {key}"
                 ),
-                Ok(mut config) => {
+                Ok(settings) => {
+                    let mut config = settings.config;
                     config.upstream.base_url = Some("http://127.0.0.1:9".into());
                     config.cache.backend = Backend::Memory;
                     config.rate_limit.backend = Backend::Memory;
+                    let settings = Settings::new(config).expect("still valid");
                     let built = rt.block_on(paragon_edge::server::build(
-                        config,
+                        settings,
                         paragon_layers::Clock::tokio(),
                     ));
                     assert!(built.is_ok(), "{text:?}: {:?}", built.err());
@@ -358,10 +366,10 @@ async fn extreme_durations_neither_panic_at_start_nor_at_shutdown() {
          [circuit_breaker]\nwindow = \"{max}\"\nopen_for = \"{max}\"\nslow_call = \"{max}\"\n\
          [redis]\nurl = \"redis://127.0.0.1:{port}\"\n"
     );
-    let config = Config::from_toml(&text).expect("the longest durations are accepted");
-    let grace = config.server.shutdown_grace.0;
+    let settings = Settings::from_toml(&text).expect("the longest durations are accepted");
+    let grace = settings.config.server.shutdown_grace.0;
     let edge = tokio::spawn(paragon_edge::server::build(
-        config,
+        settings,
         paragon_layers::Clock::tokio(),
     ))
     .await
@@ -393,7 +401,7 @@ fn configuration_parsing_never_panics_on_any_text() {
             .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
     ];
     run(500, strategy, |text| {
-        if let Err(e) = Config::from_toml(&text) {
+        if let Err(e) = Settings::from_toml(&text) {
             prop_assert!(!e.to_string().is_empty());
         }
         Ok(())

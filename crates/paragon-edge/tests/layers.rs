@@ -260,7 +260,8 @@ async fn unreachable_upstream_is_502() {
         .port();
     let mut config = paragon_edge::config::Config::from_toml("").expect("defaults");
     config.upstream.base_url = Some(format!("http://127.0.0.1:{port}").into());
-    let edge = paragon_edge::server::build(config, paragon_layers::Clock::tokio())
+    let settings = paragon_edge::config::Settings::new(config).expect("valid");
+    let edge = paragon_edge::server::build(settings, paragon_layers::Clock::tokio())
         .await
         .expect("builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -11,12 +11,14 @@
 //! stress overload|stampede|churn [--quick]
 //! ```
 
+#![allow(clippy::disallowed_methods, reason = "benchmarks measure wall time")]
+
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use futures_util::stream::{self, StreamExt};
 use paragon_client::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, User, UserId};
-use paragon_edge::config::Config;
+use paragon_edge::config::{Config, Settings};
 use paragon_layers::cache::{CacheConfig, CacheLayer};
 use paragon_layers::Clock;
 use paragon_sim::{Faults, SimConfig, Simulator};
@@ -67,7 +69,7 @@ async fn edge_over(
     config.upstream.base_url = Some(sim.base_url().into());
     // The clock paragon-edge serves with: ticked by this runtime.
     let clock = Clock::coarse_on(&tokio::runtime::Handle::current());
-    let edge = paragon_edge::server::build(config, clock).await?;
+    let edge = paragon_edge::server::build(Settings::new(config)?, clock).await?;
     Ok((edge, sim))
 }
 

@@ -1,8 +1,10 @@
 //! The configuration: TOML file, then `PARAGON_EDGE__SECTION__KEY` environment
-//! overrides, then `PARAGON_API_KEY`. Unknown keys are errors, every value is checked, and
-//! every error names its key.
+//! overrides, then `PARAGON_API_KEY`. Unknown keys and values of the wrong type are
+//! refused as the file is read ([`Config`]); [`Settings::new`] then checks every value
+//! once. Every error names its key.
 
 mod redis;
+mod settings;
 mod types;
 
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use url::Url;
 
 pub use paragon_client::Secret;
 pub use redis::{RedisConfig, RedisMode};
+pub use settings::Settings;
 pub use types::{redact_url, Backend, Dur, RedisUrl, SecretUrl};
 
 /// The whole configuration, exactly the keys of the contract, with their defaults.
@@ -284,6 +287,14 @@ pub enum ConfigError {
     /// The file could not be read or parsed, or a key is unknown or of the wrong type.
     #[error("{0}")]
     Load(String),
+    /// A layer's setting is out of range (the layer's builder said so).
+    #[error("{section}.{source}")]
+    Layer {
+        /// The config section of the layer.
+        section: &'static str,
+        /// The layer's error, naming its setting.
+        source: paragon_layers::ConfigError,
+    },
     /// A value is out of range.
     #[error("{key}: {message}")]
     Invalid {
@@ -307,7 +318,8 @@ pub const ENV_PREFIX: &str = "PARAGON_EDGE__";
 pub const API_KEY_ENV: &str = "PARAGON_API_KEY";
 
 impl Config {
-    /// Loads the defaults, then `file` (if any), then the environment, and validates.
+    /// Reads the defaults, then `file` (if any), then the environment. Values are checked
+    /// by [`Settings::new`].
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         // Defaults come from the types' `#[serde(default)]`: serializing them would redact secrets.
         let mut figment = Figment::new();
@@ -329,25 +341,21 @@ impl Config {
             ));
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let config: Config = figment
+        figment
             .extract()
-            .map_err(|e| ConfigError::Load(describe(e)))?;
-        config.validate()?;
-        Ok(config)
+            .map_err(|e| ConfigError::Load(describe(e)))
     }
 
-    /// Parses a TOML document (no environment), and validates.
+    /// Parses a TOML document (no environment). Values are checked by [`Settings::new`].
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::from(Toml::string(text))
+        Figment::from(Toml::string(text))
             .extract()
-            .map_err(|e| ConfigError::Load(describe(e)))?;
-        config.validate()?;
-        Ok(config)
+            .map_err(|e| ConfigError::Load(describe(e)))
     }
 
-    /// Checks every value; the error names the first offending key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
+    /// Checks the values no layer's builder checks (see [`Settings::new`]); the error
+    /// names the first offending key.
+    fn check(&self) -> Result<(), ConfigError> {
         for origin in &self.server.cors_allowed_origins {
             if origin != "*" {
                 let ok = Url::parse(origin).ok().is_some_and(|u| {
@@ -396,7 +404,6 @@ impl Config {
                 ),
             ));
         }
-        self.base_url()?;
         let key = self.upstream.api_key.expose();
         if key.chars().any(|c| c.is_control() || !c.is_ascii()) {
             return Err(invalid(
@@ -418,20 +425,7 @@ impl Config {
                 format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
             ));
         }
-        positive("cache.ttl", self.cache.ttl)?;
-        if self.cache.max_entries == 0 {
-            return Err(invalid("cache.max_entries", "must be at least 1"));
-        }
-        if self.cache.max_bytes == 0 {
-            return Err(invalid("cache.max_bytes", "must be at least 1"));
-        }
-        if self.rate_limit.max_requests == 0 {
-            return Err(invalid("rate_limit.max_requests", "must be at least 1"));
-        }
-        positive("rate_limit.window", self.rate_limit.window)?;
-        positive("rate_limit.max_pause", self.rate_limit.max_pause)?;
         let cl = &self.client_limit;
-        cl.client_key()?;
         if cl.max_requests == 0 {
             return Err(invalid("client_limit.max_requests", "must be at least 1"));
         }
@@ -442,28 +436,6 @@ impl Config {
                 format!("{} is not in (0, 1]", cl.max_upstream_share),
             ));
         }
-        let b = &self.circuit_breaker;
-        if !(0.0..=1.0).contains(&b.failure_rate) || b.failure_rate.is_nan() {
-            return Err(invalid(
-                "circuit_breaker.failure_rate",
-                format!("{} is not between 0 and 1", b.failure_rate),
-            ));
-        }
-        positive("circuit_breaker.window", b.window)?;
-        positive("circuit_breaker.open_for", b.open_for)?;
-        if b.half_open_max_calls == 0 {
-            return Err(invalid(
-                "circuit_breaker.half_open_max_calls",
-                "must be at least 1",
-            ));
-        }
-        if b.failure_rate > 0.0 && b.minimum_calls == 0 {
-            return Err(invalid(
-                "circuit_breaker.minimum_calls",
-                "must be at least 1 when failure_rate is set",
-            ));
-        }
-        self.redis.validate()?;
         Ok(())
     }
 
@@ -539,7 +511,7 @@ mod tests {
     use super::*;
 
     fn err(toml: &str) -> String {
-        Config::from_toml(toml).unwrap_err().to_string()
+        Settings::from_toml(toml).unwrap_err().to_string()
     }
 
     #[test]

@@ -109,9 +109,10 @@ fn redis_url(key: &'static str, url: &RedisUrl) -> Result<bool, ConfigError> {
 }
 
 impl RedisConfig {
-    /// Checks the section as `serve` would use it: URLs, the keys each mode needs and
-    /// refuses, the CA file. The error names the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the section as `serve` uses it (URLs, the keys each mode needs and refuses,
+    /// the CA file) and gives where Redis is and the link's options. The error names the
+    /// key.
+    pub fn checked(&self) -> Result<(RedisTarget, LinkOptions), ConfigError> {
         if self.key_prefix.is_empty() {
             return Err(invalid("redis.key_prefix", "must not be empty"));
         }
@@ -196,26 +197,29 @@ impl RedisConfig {
         }
         let options = self.link_options()?;
         let target = self.target();
-        target.check(&options).map_err(|e| {
-            // A target that works with the system's roots was refused for the CA file.
-            let without_ca = LinkOptions {
-                tls_ca: None,
-                ..options.clone()
-            };
-            let ca_at_fault = options.tls_ca.is_some() && target.check(&without_ca).is_ok();
-            invalid(
-                if ca_at_fault {
-                    "redis.tls_ca_file"
-                } else {
-                    key
-                },
-                e,
-            )
-        })
+        match target.check(&options) {
+            Ok(()) => Ok((target, options)),
+            Err(e) => {
+                // A target that works with the system's roots was refused for the CA file.
+                let without_ca = LinkOptions {
+                    tls_ca: None,
+                    ..options.clone()
+                };
+                let ca_at_fault = options.tls_ca.is_some() && target.check(&without_ca).is_ok();
+                Err(invalid(
+                    if ca_at_fault {
+                        "redis.tls_ca_file"
+                    } else {
+                        key
+                    },
+                    e,
+                ))
+            }
+        }
     }
 
     /// Where Redis is, for the fleet's link.
-    pub fn target(&self) -> RedisTarget {
+    fn target(&self) -> RedisTarget {
         let urls = |list: &[RedisUrl]| list.iter().map(|u| u.expose().to_string()).collect();
         match self.mode {
             RedisMode::Standalone => RedisTarget::Standalone {
@@ -233,7 +237,7 @@ impl RedisConfig {
     }
 
     /// The link's settings (the link's defaults for its timings); reads the CA file.
-    pub fn link_options(&self) -> Result<LinkOptions, ConfigError> {
+    fn link_options(&self) -> Result<LinkOptions, ConfigError> {
         let tls_ca = if self.tls_ca_file.is_empty() {
             None
         } else {
@@ -259,7 +263,9 @@ mod tests {
     use super::super::Config;
 
     fn err(toml: &str) -> String {
-        Config::from_toml(toml).unwrap_err().to_string()
+        super::super::Settings::from_toml(toml)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

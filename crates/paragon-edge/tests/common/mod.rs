@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paragon_edge::app::AppState;
-use paragon_edge::config::Config;
+use paragon_edge::config::{Config, Settings};
 use paragon_layers::Clock;
 use paragon_sim::{SimConfig, SimHandle, Simulator};
 use reqwest::header::HeaderMap;
@@ -158,7 +158,8 @@ pub async fn start_edge_at(toml: &str, sim: SimHandle, base_url: String) -> Test
     let mut config = Config::from_toml(toml).expect("a valid test configuration");
     config.upstream.base_url = Some(base_url.into());
     let grace = config.server.shutdown_grace.0;
-    let edge = paragon_edge::server::build(config, Clock::tokio())
+    let settings = Settings::new(config).expect("a valid test configuration");
+    let edge = paragon_edge::server::build(settings, Clock::tokio())
         .await
         .expect("the edge builds");
     assert!(

@@ -1,3 +1,6 @@
+//! [`CacheConfig`] (built and checked by its builder) and [`CacheLayer`], which wraps
+//! services in a [`Cache`](super::Cache) sharing one table.
+
 use std::marker::PhantomData;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
@@ -89,6 +92,9 @@ impl CacheConfigBuilder {
     /// The settings, or an error naming the first one that cannot be used.
     pub fn build(self) -> Result<CacheConfig, ConfigError> {
         let at_least_one = |field| ConfigError::new(field, "must be at least 1");
+        if self.ttl.is_zero() {
+            return Err(ConfigError::new("ttl", "must be longer than zero"));
+        }
         Ok(CacheConfig {
             ttl: self.ttl,
             max_entries: NonZeroUsize::new(self.max_entries)
@@ -167,6 +173,8 @@ mod tests {
         assert_eq!(err.field, "max_entries");
         let err = CacheConfig::builder(ttl).max_bytes(0).build().unwrap_err();
         assert_eq!(err.field, "max_bytes");
+        let err = CacheConfig::builder(Duration::ZERO).build().unwrap_err();
+        assert_eq!(err.field, "ttl");
         let c = CacheConfig::builder(ttl)
             .max_entries(7)
             .max_bytes(1000)
