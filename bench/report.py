@@ -113,6 +113,9 @@ if http:
     if e and n:
         check("HTTP hits: edge / nginx proxy_cache req/s", e["rps"] / n["rps"], "≥ 1.4", e["rps"] / n["rps"] >= 1.4)
         check("HTTP hits: edge p99 / nginx p99", e["p99_ms"] / n["p99_ms"], "≤ 1.0", e["p99_ms"] <= n["p99_ms"])
+    ec, nc = http.get("edge-cors"), http.get("nginx-cors")
+    if ec and nc:
+        check("HTTP hits, CORS on in both: edge / nginx req/s", ec["rps"] / nc["rps"], "≥ 1.4", ec["rps"] / nc["rps"] >= 1.4)
     e9, n9 = http.get("edge-90pct-hits"), http.get("nginx-90pct-hits")
     if e9 and n9:
         rows.append(("HTTP 90 % hits: edge / nginx req/s", f"{e9['rps'] / n9['rps']:.2f}", "—", "—"))

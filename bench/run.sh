@@ -8,6 +8,7 @@
 #   bench/run.sh --only http|instr|stress|attack|redis   one section
 #   CARGO_TARGET_DIR=...    where the release binaries are built (default: target/)
 #   BENCH_NO_BUILD=1        use the binaries already built
+#   OLD_EDGE=PATH           --only instr: also count an older paragon-edge binary
 #
 # Results: bench/results/*.json and bench/results/chart.svg (see BENCHMARKS.md).
 # The criterion benches are separate (see BENCHMARKS.md, "Reproducing"):
@@ -35,6 +36,7 @@ if [ "$QUICK" = 1 ]; then DUR=2s; WARM=1s; ROUNDS=2; else DUR=5s; WARM=3s; ROUND
 THREADS=1; CONNS=32          # identical wrk settings for every server
 SERVER_CPU=0; CLIENT_CPU=1
 SIM_PORT=18090; BARE_PORT=18081; EDGE_PORT=18082; NGINX_PORT=18083
+EDGE_CORS_PORT=18084; NGINX_CORS_PORT=18085; ORIGIN="http://localhost:3000"
 mkdir -p "$OUT"
 WORK="$(mktemp -d /tmp/paragon-bench.XXXXXX)"
 chmod 755 "$WORK"   # nginx workers run unprivileged
@@ -115,6 +117,14 @@ request = function()
   return wrk.format("GET", "/v1/users/u" .. i)
 end
 LUA
+  cat > "$WORK/hits-cors.lua" <<LUA
+-- the same hits from a browser's page: each request carries its Origin
+local i = 0
+request = function()
+  i = i % 1000 + 1
+  return wrk.format("GET", "/v1/users/u" .. i, { ["Origin"] = "$ORIGIN" })
+end
+LUA
   cat > "$WORK/mixed.lua" <<'LUA'
 -- 90 % of requests for the 1,000 cached ids, 10 % for ids never seen before
 local i, n = 0, 0
@@ -145,6 +155,9 @@ max_entries = 100000
 max_requests = 1000000
 window = "1s"
 TOML
+  # The same edge as a React frontend's: CORS on for its origin.
+  { printf '[server]\nlisten = "127.0.0.1:%s"\ncors_allowed_origins = ["%s"]\n' "$EDGE_CORS_PORT" "$ORIGIN"
+    sed '1,2d' "$WORK/edge.toml"; } > "$WORK/edge-cors.toml"
 fi
 
 if want http; then
@@ -159,6 +172,10 @@ daemon on;
 events { worker_connections 1024; }
 http {
   access_log off;
+  # nginx as tuned for a cache: descriptors of cached files kept open
+  open_file_cache max=10000 inactive=60s;
+  open_file_cache_valid 60s;
+  map \$http_origin \$cors_origin { default ""; "$ORIGIN" \$http_origin; }
   proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=users:32m max_size=1g inactive=10m use_temp_path=off;
   limit_req_zone \$server_name zone=budget:1m rate=1000000r/s;
   upstream paragon { server 127.0.0.1:$SIM_PORT; keepalive 64; }
@@ -177,6 +194,25 @@ http {
       add_header x-cache \$upstream_cache_status;
     }
   }
+  # The same proxy with CORS for the frontend's origin, as the edge answers it.
+  server {
+    listen 127.0.0.1:$NGINX_CORS_PORT;
+    location /v1/users/ {
+      limit_req zone=budget burst=1000000 nodelay;
+      proxy_pass http://paragon/users/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache users;
+      proxy_cache_valid 200 300s;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 5s;
+      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+      add_header x-cache \$upstream_cache_status;
+      add_header Access-Control-Allow-Origin \$cors_origin;
+      add_header Access-Control-Expose-Headers "x-cache, x-request-id, retry-after";
+      add_header Vary Origin;
+    }
+  }
 }
 NGINX
 
@@ -193,6 +229,12 @@ NGINX
       edge)
         RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN/paragon-edge" --config "$WORK/edge.toml" serve >"$WORK/edge.log" 2>&1 &
         PIDS_OF[edge]="$!"; PIDS+=($!); PORT_OF[edge]=$EDGE_PORT ;;
+      edge-cors)
+        RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN/paragon-edge" --config "$WORK/edge-cors.toml" serve >"$WORK/edge-cors.log" 2>&1 &
+        PIDS_OF[edge-cors]="$!"; PIDS+=($!); PORT_OF[edge-cors]=$EDGE_CORS_PORT ;;
+      nginx-cors)
+        # the same nginx (started for "nginx"), its CORS server
+        PORT_OF[nginx-cors]=$NGINX_CORS_PORT; PIDS_OF[nginx-cors]="${PIDS_OF[nginx]}" ;;
       nginx)
         rm -rf "${WORK:?}/nginx-cache"/*
         taskset -c "$SERVER_CPU" nginx -c "$WORK/nginx.conf" -p "$WORK" 2>>"$WORK/nginx-error.log"
@@ -207,10 +249,10 @@ NGINX
   measure() {  # server label script round -> one JSON line
     local server=$1 name=$2 script=$3 round=$4
     local before after
-    if [ "$server" = nginx ]; then
+    if [ "${server%-cors}" = nginx ]; then
       # nginx's cache loader exits a minute after start: count the processes alive now
       local master; master=$(cat "$WORK/nginx.pid")
-      PIDS_OF[nginx]="$master $(pgrep -P "$master" | tr '\n' ' ')"
+      PIDS_OF[$server]="$master $(pgrep -P "$master" | tr '\n' ' ')"
     fi
     before=$(cpu_ticks ${PIDS_OF[$server]})
     taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -s "$WORK/$script" "http://127.0.0.1:${PORT_OF[$server]}" >"$WORK/wrk-$name.txt"
@@ -230,14 +272,18 @@ print(json.dumps({"server":n,"round":int(rnd),"rps":float(rps),"p50_ms":float(p5
   }
 
   : > "$OUT/http.jsonl"
-  for s in bare edge nginx; do
+  script_of() { case "$1" in *-cors) echo hits-cors.lua ;; *) echo hits.lua ;; esac; }
+  for s in bare edge nginx edge-cors nginx-cors; do
     start_server "$s"
     # warm-up: caches every one of the 1,000 ids, opens the connections
-    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$WARM" -s "$WORK/hits.lua" "http://127.0.0.1:${PORT_OF[$s]}" >/dev/null
+    taskset -c "$CLIENT_CPU" wrk -t"$THREADS" -c"$CONNS" -d"$WARM" -s "$WORK/$(script_of "$s")" "http://127.0.0.1:${PORT_OF[$s]}" >/dev/null
   done
+  if [ "$(curl -s -o /dev/null -w '%header{access-control-allow-origin}' -H "Origin: $ORIGIN" "http://127.0.0.1:$NGINX_CORS_PORT/v1/users/u1")" != "$ORIGIN" ]; then
+    echo "nginx-cors does not answer with CORS headers" >&2; exit 1
+  fi
   for round in $(seq 1 "$ROUNDS"); do
-    for s in bare edge nginx; do
-      measure "$s" "$s" hits.lua "$round" | tee -a "$OUT/http.jsonl"
+    for s in bare edge nginx edge-cors nginx-cors; do
+      measure "$s" "$s" "$(script_of "$s")" "$round" | tee -a "$OUT/http.jsonl"
     done
   done
   for round in $(seq 1 "$ROUNDS"); do
@@ -246,7 +292,7 @@ print(json.dumps({"server":n,"round":int(rnd),"rps":float(rps),"p50_ms":float(p5
     done
   done
   # free the ports for the sections below
-  kill ${PIDS_OF[bare]} ${PIDS_OF[edge]} 2>/dev/null || true
+  kill ${PIDS_OF[bare]} ${PIDS_OF[edge]} ${PIDS_OF[edge-cors]} 2>/dev/null || true
   kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; rm -f "$WORK/nginx.pid"
   sleep 0.5
 fi
@@ -260,18 +306,26 @@ fi
 if want instr; then
   need valgrind valgrind
   : > "$OUT/instructions.jsonl"
-  for s in bare edge; do
+  # OLD_EDGE=path/to/paragon-edge adds an older binary, measured the same way.
+  servers="bare edge edge-cors"; [ -n "${OLD_EDGE:-}" ] && servers="$servers old-edge old-edge-cors"
+  for s in $servers; do
+    script=hits.lua
     case "$s" in
       bare) port=$BARE_PORT; cmd=("$BIN/bare_axum" --listen "127.0.0.1:$BARE_PORT") ;;
       edge) port=$EDGE_PORT; cmd=("$BIN/paragon-edge" --config "$WORK/edge.toml" serve) ;;
+      edge-cors) port=$EDGE_CORS_PORT; script=hits-cors.lua
+        cmd=("$BIN/paragon-edge" --config "$WORK/edge-cors.toml" serve) ;;
+      old-edge) port=$EDGE_PORT; cmd=("$OLD_EDGE" --config "$WORK/edge.toml" serve) ;;
+      old-edge-cors) port=$EDGE_CORS_PORT; script=hits-cors.lua
+        cmd=("$OLD_EDGE" --config "$WORK/edge-cors.toml" serve) ;;
     esac
     RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
       --callgrind-out-file="$WORK/$s.callgrind" "${cmd[@]}" >"$WORK/$s-callgrind.log" 2>&1 &
     pid=$!; PIDS+=($pid)
     wait_port "$port"
-    wrk -t1 -c4 -d3s -s "$WORK/hits.lua" "http://127.0.0.1:$port" >/dev/null   # fill, warm
+    wrk -t1 -c4 -d3s -s "$WORK/$script" "http://127.0.0.1:$port" >/dev/null   # fill, warm
     callgrind_control -i on "$pid" >/dev/null
-    reqs=$(wrk -t1 -c4 -d"$DUR" -s "$WORK/hits.lua" "http://127.0.0.1:$port" | awk '/requests in/ {print $1}')
+    reqs=$(wrk -t1 -c4 -d"$DUR" -s "$WORK/$script" "http://127.0.0.1:$port" | awk '/requests in/ {print $1}')
     callgrind_control -i off "$pid" >/dev/null
     callgrind_control -d "$pid" >/dev/null
     dump="$WORK/$s.callgrind.1"   # the dump of the measured window, written asynchronously
