@@ -3,6 +3,9 @@
 #
 #   bench/compare.sh OLD_BIN NEW_BIN [ROUNDS] [SECONDS]     (defaults: 5 rounds, 5 s)
 #   SIM_BIN=...   the paragon-sim to use (default: next to NEW_BIN)
+#   LOAD=miss     misses instead of hits: CORS off only, wrk asks for ids never seen
+#                 before (the table fills, then every miss also evicts); the warm-up
+#                 still caches u1..u1000
 #
 # One paragon-sim on CPU 1; for CORS off (the default) and CORS on (an allowed origin,
 # wrk sending Origin), the old and the new edge run side by side on CPU 0, each warmed
@@ -52,6 +55,7 @@ wait_port() {  # PORT: up to 10 s
   echo "nothing listens on port $1 (see the logs below)" >&2; tail -n 5 "$WORK"/*.log >&2; exit 1
 }
 
+LOAD=${LOAD:-hits}; CORS_MODES="off on"; [ "$LOAD" = miss ] && CORS_MODES="off"
 for cors in off on; do
   hdr=""; [ $cors = on ] && hdr="[\"Origin\"] = \"$ORIGIN\""
   cat > "$WORK/hits-$cors.lua" <<LUA
@@ -61,6 +65,16 @@ request = function()
   return wrk.format("GET", "/v1/users/u" .. i, { $hdr })
 end
 LUA
+  if [ "$LOAD" = miss ]; then
+    cat > "$WORK/hits-$cors.lua" <<LUA
+local i = 0
+local tag = tostring(os.time()) .. "-" .. tostring(math.random(1000000000))
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/v1/users/m" .. tag .. "-" .. i, { $hdr })
+end
+LUA
+  fi
 done
 
 warm() {  # PORT CORS: every id fetched twice; the second answer must be a 200 HIT
@@ -101,9 +115,10 @@ PIDS+=($!)
 wait_port "$SIM_PORT"
 
 echo "old: $OLD"; echo "new: $NEW"
+echo "load: $LOAD"
 echo "rounds: $ROUNDS x ${SECS}s, wrk -t1 -c32 on CPU 1, edges on CPU 0; load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 : > "$WORK/results.tsv"
-for cors in off on; do
+for cors in $CORS_MODES; do
   declare -A PORT=([old]=$P1 [new]=$P2); [ $cors = on ] && PORT=([old]=$P3 [new]=$P4)
   declare -A PID=()
   for v in old new; do
@@ -141,7 +156,7 @@ import statistics as st, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().split("\n") if l]
 print("\nreq/s        old     new  new/old  paired  new>old  range old | new"
       "             CPU us/req old    new")
-for cors in ("off", "on"):
+for cors in sorted({c for c, *_ in rows}):
     v = {b: [(float(x), float(u)) for c, bb, x, u in rows if c == cors and bb == b]
          for b in ("old", "new")}
     r = {b: [x for x, _ in v[b]] for b in v}

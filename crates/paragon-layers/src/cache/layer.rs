@@ -112,7 +112,12 @@ pub struct CacheLayer<Req: CacheKey, R, E> {
     _req: PhantomData<fn(Req)>,
 }
 
-impl<Req: CacheKey, R: Clone + 'static, E: Clone + 'static> CacheLayer<Req, R, E> {
+impl<Req, R, E> CacheLayer<Req, R, E>
+where
+    Req: CacheKey,
+    R: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+{
     /// A layer with its own, empty table.
     pub fn new(config: CacheConfig, clock: Clock) -> Self {
         CacheLayer {

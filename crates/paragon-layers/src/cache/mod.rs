@@ -28,6 +28,19 @@ mod error;
 pub mod freshness;
 mod layer;
 mod service;
+// The table: `store.rs`, the one shipped. The features `table-moka` and `table-quick`
+// swap in a measurement variant over a crate (`store_crate.rs`); with both (as with
+// `--all-features`) the shipped table is built.
+#[cfg(any(
+    not(any(feature = "table-moka", feature = "table-quick")),
+    all(feature = "table-moka", feature = "table-quick")
+))]
+mod store;
+#[cfg(any(
+    all(feature = "table-moka", not(feature = "table-quick")),
+    all(feature = "table-quick", not(feature = "table-moka"))
+))]
+#[path = "store_crate.rs"]
 mod store;
 mod tier;
 

@@ -77,7 +77,12 @@ pub(crate) struct Shared<K, R, E> {
     stale: AtomicU64,
 }
 
-impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
+impl<K, R, E> Shared<K, R, E>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    R: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+{
     pub(crate) fn new(config: CacheConfig, clock: Clock, tier: Option<TierLink<K, R, E>>) -> Self {
         Shared {
             table: Table::new(config.max_entries.get(), config.max_bytes.get()),
@@ -516,8 +521,11 @@ impl<K, R, E> Clone for CacheHandle<K, R, E> {
     }
 }
 
-impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + 'static>
-    CacheHandle<K, R, E>
+impl<K, R, E> CacheHandle<K, R, E>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    R: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
 {
     pub(crate) fn new(shared: Arc<Shared<K, R, E>>) -> Self {
         CacheHandle { shared }
