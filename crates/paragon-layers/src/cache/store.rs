@@ -43,6 +43,21 @@
 //! table (foldhash's `RandomState`): a client cannot compute a set of keys that all land
 //! in one bucket or one shard, as it could with a fixed, public seed.
 //!
+//! # Why this table and not a crate's
+//!
+//! Set end to end against moka and quick_cache (BENCHMARKS.md, "The cache table against
+//! moka and quick_cache"; `bench/tables.sh`, with the measurement-only features
+//! `table-moka` and `table-quick` of `store_crate.rs`): moka costs ~10 % more CPU per
+//! HTTP hit, 11–13 % fewer misses per second and ~200 B more per cached user; quick_cache
+//! is at parity on hits (+1.5 % instructions) and ~6 % more CPU per miss, within this
+//! machine's noise. What keeps the table is a guarantee neither crate gives: the
+//! contract's two bounds, `max_entries` and `max_bytes`, each exact at every instant
+//! (`bytes()` is the bytes held), a table of one entry holding one entry, and a dead
+//! entry evicted before a live one. Both crates have one weighted capacity (the
+//! variants fold the two bounds into it, over-weighing small entries) and split it into
+//! shards of their own, so a small bound does not hold what it says (three of the cache
+//! tests fail with quick_cache, two with moka).
+//!
 //! Lock order: a shard's flight registry may be held while its table is read, never the
 //! other way round, and never while its table is written.
 
