@@ -3,6 +3,7 @@
 //! every error names its key.
 
 mod redis;
+mod retry;
 mod types;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use url::Url;
 
 pub use paragon_client::Secret;
 pub use redis::{RedisConfig, RedisMode};
+pub use retry::RetrySection;
 pub use types::{redact_url, Backend, Dur, RedisUrl, SecretUrl};
 
 /// The whole configuration, exactly the keys of the contract, with their defaults.
@@ -33,6 +35,8 @@ pub struct Config {
     pub circuit_breaker: BreakerSection,
     /// `[client_limit]`
     pub client_limit: ClientLimitSection,
+    /// `[retry]`
+    pub retry: RetrySection,
     /// `[redis]`
     pub redis: RedisConfig,
 }
@@ -91,8 +95,10 @@ pub struct UpstreamConfig {
     pub base_url: Option<SecretUrl>,
     /// ParagoN API key (or env `PARAGON_API_KEY`).
     pub api_key: Secret,
-    /// Limit on a whole upstream request.
+    /// Limit on a whole upstream request (one attempt).
     pub timeout: Dur,
+    /// Limit on one frontend request's upstream call, every attempt and wait included.
+    pub deadline: Dur,
     /// Limit on connecting.
     pub connect_timeout: Dur,
     /// Largest upstream body accepted.
@@ -107,6 +113,7 @@ impl Default for UpstreamConfig {
             base_url: None,
             api_key: Secret::default(),
             timeout: Dur::secs(2),
+            deadline: Dur::secs(5),
             connect_timeout: Dur::millis(500),
             max_response_bytes: 1_048_576,
             max_concurrency: 256,
@@ -405,6 +412,7 @@ impl Config {
             ));
         }
         positive("upstream.timeout", self.upstream.timeout)?;
+        positive("upstream.deadline", self.upstream.deadline)?;
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
         if self.upstream.max_response_bytes == 0 {
             return Err(invalid("upstream.max_response_bytes", "must be at least 1"));
@@ -463,6 +471,7 @@ impl Config {
                 "must be at least 1 when failure_rate is set",
             ));
         }
+        self.retry.validate()?;
         self.redis.validate()?;
         Ok(())
     }
@@ -592,6 +601,23 @@ mod tests {
             ),
             ("[redis]\nurl = \"http://x\"", "redis.url"),
             ("[nope]\nx = 1", "nope"),
+            ("[upstream]\ndeadline = \"0s\"", "upstream.deadline"),
+            ("[upstream]\ndeadline = \"soon\"", "upstream.deadline"),
+            ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+            ("[retry]\nmax_attempts = -1", "retry.max_attempts"),
+            ("[retry]\nbudget_ratio = 1.5", "retry.budget_ratio"),
+            ("[retry]\nbudget_ratio = -0.1", "retry.budget_ratio"),
+            ("[retry]\nbudget_ratio = nan", "retry.budget_ratio"),
+            (
+                "[retry]\nbudget_min_per_sec = -1",
+                "retry.budget_min_per_sec",
+            ),
+            ("[retry]\nbackoff = \"fast\"", "retry.backoff"),
+            (
+                "[retry]\nmax_attempts = 1\nhedge_after = \"50ms\"",
+                "retry.hedge_after",
+            ),
+            ("[retry]\nretries = 3", "retries"),
         ];
         for (toml, key) in cases {
             let e = err(toml);
