@@ -99,8 +99,9 @@ impl Error {
         match self {
             Error::Malformed(UserDecodeError::WrongId { .. }) => false,
             Error::UpstreamStatus { status } => *status >= 500,
+            // A deadline that passed in our own limiter's queue says nothing of ParagoN.
+            Error::DeadlineExceeded(d) => !d.in_local_wait,
             Error::Timeout { .. }
-            | Error::DeadlineExceeded(_)
             | Error::Connect(_)
             | Error::Transport(_)
             | Error::Malformed(_)
@@ -216,7 +217,20 @@ mod tests {
         for e in failures {
             assert_eq!(e.verdict(), Verdict::Failure, "{e:?}");
         }
+        assert_eq!(
+            Error::DeadlineExceeded(DeadlineExceeded {
+                deadline: Duration::from_secs(5),
+                in_local_wait: false,
+            })
+            .verdict(),
+            Verdict::Failure,
+            "ParagoN did not answer in time"
+        );
         let never = [
+            Error::DeadlineExceeded(DeadlineExceeded {
+                deadline: Duration::from_secs(5),
+                in_local_wait: true,
+            }),
             Error::Malformed(UserDecodeError::WrongId {
                 expected: "ABCD".into(),
                 found: "abcd".into(),
@@ -276,6 +290,7 @@ mod tests {
             Error::Malformed(UserDecodeError::NotObject),
             Error::DeadlineExceeded(DeadlineExceeded {
                 deadline: Duration::from_secs(5),
+                in_local_wait: false,
             }),
         ];
         for e in never {

@@ -237,7 +237,10 @@ mod tests {
             ),
             (Error::Timeout { timeout: d }, 504, None),
             (
-                Error::DeadlineExceeded(paragon_layers::retry::DeadlineExceeded { deadline: d }),
+                Error::DeadlineExceeded(paragon_layers::retry::DeadlineExceeded {
+                    deadline: d,
+                    in_local_wait: false,
+                }),
                 504,
                 None,
             ),

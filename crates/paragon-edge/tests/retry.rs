@@ -224,12 +224,36 @@ async fn a_hanging_paragon_is_answered_504_at_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(20));
     let status = edge.status().await;
     assert_eq!(status["retry"]["deadline_exceeded"], 5, "{status}");
+    // ParagoN did not answer in time: the breaker counted it, once per request.
+    assert_eq!(status["circuit_breaker"]["failures"], 5, "{status}");
     assert_eq!(status["retry"]["attempts_in_flight"], 0, "{status}");
     assert_eq!(
         edge.served_total(),
         5,
         "no attempt started after the deadline"
     );
+}
+
+#[tokio::test]
+async fn a_wait_for_our_own_budget_counts_against_the_deadline_but_not_against_paragon() {
+    // One call per 10 s, and a call may wait 30 s for its slot; the deadline is 500 ms.
+    let edge = start_edge(
+        "[upstream]\ndeadline = \"500ms\"\n[rate_limit]\nmax_requests = 1\nwindow = \"10s\"\nmax_wait = \"30s\"\n[circuit_breaker]\nfailure_threshold = 1",
+    )
+    .await;
+    assert_eq!(edge.get("/v1/users/u1").await.status, 200);
+    let t = Instant::now();
+    let r = edge.get("/v1/users/u2").await;
+    assert_problem(&r, 504);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(
+        edge.served_total(),
+        1,
+        "the waiting call never reached ParagoN"
+    );
+    let status = edge.status().await;
+    assert_eq!(status["circuit_breaker"]["state"], "closed", "{status}");
+    assert_eq!(status["circuit_breaker"]["failures"], 0, "{status}");
 }
 
 #[tokio::test]

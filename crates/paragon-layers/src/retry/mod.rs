@@ -18,7 +18,9 @@
 //!   request carries none. No attempt starts after it (a retry whose backoff would end
 //!   past it is not scheduled), and when it passes with attempts still out they are
 //!   cancelled and the call fails with [`DeadlineExceeded`]. The time the layers below
-//!   wait (a rate limiter's queue) is inside it.
+//!   wait (a rate limiter's queue) is inside it; the error says when the deadline passed
+//!   during such a wait (the request's [`WaitLedger`](crate::WaitLedger), which the layer
+//!   makes recording), so that a breaker above need not blame the upstream.
 //! - **Hedging** (`hedge_after`): when no attempt has answered after `hedge_after`, one
 //!   more is sent while the first is still out; the first answer wins and the other is
 //!   dropped, which cancels it. A hedge takes budget like a retry, passes the layers below

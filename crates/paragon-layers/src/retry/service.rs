@@ -12,7 +12,7 @@ use super::backoff::full_jitter;
 use super::budget::RetryBudget;
 use super::layer::RetryConfig;
 use super::{AttemptsSink, DeadlineExceeded, Idempotent, RetryClass, Retryable};
-use crate::{CarriesDeadline, Clock, Deadline, Timestamp};
+use crate::{CarriesDeadline, CarriesWaits, Clock, Deadline, Timestamp, WaitLedger};
 
 type Gate = Box<dyn Fn() -> bool + Send + Sync>;
 
@@ -164,7 +164,7 @@ where
     S::Future: Send,
     S::Response: AttemptsSink + Send + 'static,
     S::Error: Retryable + From<DeadlineExceeded> + Send + 'static,
-    Req: CarriesDeadline + Idempotent + Clone + Send + 'static,
+    Req: CarriesDeadline + CarriesWaits + Idempotent + Clone + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -189,7 +189,7 @@ where
     S: Service<Req> + Clone + Send + 'static,
     S::Response: AttemptsSink,
     S::Error: Retryable + From<DeadlineExceeded>,
-    Req: CarriesDeadline + Idempotent + Clone,
+    Req: CarriesDeadline + CarriesWaits + Idempotent + Clone,
 {
     let config = shared.config;
     let clock = shared.clock.clone();
@@ -200,14 +200,22 @@ where
         None => start.after(config.deadline),
     };
     *req.deadline() = Deadline::at(deadline);
-    let exceeded = |shared: &Shared| {
+    // The layers below add the time they hold an attempt on purpose to the request's
+    // ledger (before they wait): it tells a deadline that passed in our own limiter's
+    // queue from one that passed while the upstream was slow.
+    if !req.wait_ledger().is_recording() {
+        *req.wait_ledger() = WaitLedger::recording();
+    }
+    let ledger = req.wait_ledger().clone();
+    let exceeded = |shared: &Shared, in_local_wait: bool| {
         shared.deadline_exceeded.fetch_add(1, Ordering::Relaxed);
         S::Error::from(DeadlineExceeded {
             deadline: deadline.since(start),
+            in_local_wait,
         })
     };
     if deadline <= start {
-        return Err(exceeded(&shared));
+        return Err(exceeded(&shared, true));
     }
     let max_attempts = if req.is_idempotent() {
         config.max_attempts.get()
@@ -220,6 +228,8 @@ where
     shared.firsts.fetch_add(1, Ordering::Relaxed);
     let mut out = FuturesUnordered::new();
     out.push(attempt(inner.clone(), req.clone(), &shared));
+    // When the latest attempt started, and the ledger's total then.
+    let mut latest = (start, ledger.total());
     let mut started = 1u32;
     let mut retries = 0u32;
     let mut hedge_at = hedge_after.map(|h| start.after(h));
@@ -266,12 +276,12 @@ where
                 let failed = failure.take();
                 let now = clock.now();
                 if started >= max_attempts {
-                    return Err(failed.unwrap_or_else(|| exceeded(&shared)));
+                    return Err(failed.unwrap_or_else(|| exceeded(&shared, false)));
                 }
                 retries += 1;
                 let start_at = now.after(full_jitter(config.backoff, retries, rand::random()));
                 if start_at >= deadline || !shared.spend(now) {
-                    return Err(failed.unwrap_or_else(|| exceeded(&shared)));
+                    return Err(failed.unwrap_or_else(|| exceeded(&shared, false)));
                 }
                 scheduled.set(now, start_at);
                 failure = failed;
@@ -280,13 +290,17 @@ where
             () = clock.sleep(wake.since(now)) => {
                 let now = clock.now();
                 if now >= deadline {
-                    return Err(exceeded(&shared));
+                    // Still inside a wait the layers below chose, which ends after now?
+                    let (at, before) = latest;
+                    let held = at.after(ledger.total().saturating_sub(before)) > now;
+                    return Err(exceeded(&shared, held));
                 }
                 if scheduled.start_at().is_some_and(|at| now >= at) {
                     scheduled.start();
                     started += 1;
                     shared.retries.fetch_add(1, Ordering::Relaxed);
                     out.push(attempt(inner.clone(), req.clone(), &shared));
+                    latest = (now, ledger.total());
                     hedge_at = hedge_after.map(|h| now.after(h));
                 } else if hedge_at.is_some_and(|at| now >= at) {
                     // One hedge per attempt that runs late.
@@ -299,6 +313,7 @@ where
                         started += 1;
                         shared.hedges.fetch_add(1, Ordering::Relaxed);
                         out.push(attempt(inner.clone(), req.clone(), &shared));
+                        latest = (now, ledger.total());
                     }
                 }
             }
