@@ -288,7 +288,9 @@ where
                 hedge_at = None;
             }
             () = clock.sleep(wake.since(now)) => {
-                let now = clock.now();
+                // The timer for `wake` fired: it is at least `wake`, even where a coarse
+                // clock has not ticked yet (which would cost another round of the loop).
+                let now = clock.now().max(wake);
                 if now >= deadline {
                     // Still inside a wait the layers below chose, which ends after now?
                     let (at, before) = latest;
