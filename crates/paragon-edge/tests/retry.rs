@@ -389,3 +389,44 @@ async fn a_client_that_leaves_during_a_backoff_hands_the_retry_back() {
     );
     assert_eq!(s["circuit_breaker"]["failures"], 0, "{s}");
 }
+
+#[tokio::test]
+async fn no_hedge_while_the_breaker_is_half_open() {
+    let edge = start_edge(
+        "[retry]\nenabled = true\nhedge_after = \"100ms\"\n[rate_limit]\nenabled = false\n[cache]\nenabled = false\n[circuit_breaker]\nfailure_threshold = 1\nopen_for = \"1s\"",
+    )
+    .await;
+    let sim = edge.sim.sim();
+    sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
+    assert_problem(&edge.get("/v1/users/u0").await, 502);
+    assert_eq!(edge.status().await["circuit_breaker"]["state"], "open");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Half-open: the probe's first call hangs 1 s, then fails with a 503. A hedge would
+    // have answered at 100 ms; the probe waits for its own answer and is retried.
+    sim.set_faults(Faults {
+        fail_first: 1,
+        fail_first_delay: Some("1s".into()),
+        ..Faults::default()
+    })
+    .unwrap();
+    let t = Instant::now();
+    let r = edge.get("/v1/users/u1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(r.header("x-upstream-attempts").as_deref(), Some("2"));
+    let m = edge.metrics().await;
+    assert_eq!(
+        metric(&m, "paragon_edge_upstream_attempts_total{kind=\"hedge\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(&m, "paragon_edge_upstream_attempts_total{kind=\"retry\"}"),
+        1.0
+    );
+    assert_eq!(edge.status().await["circuit_breaker"]["state"], "closed");
+}
