@@ -28,6 +28,8 @@ pub struct Fetched<T> {
     pub value: T,
     /// Hit, miss or stale.
     pub cache: CacheStatus,
+    /// Upstream attempts of the call that fetched it (retries and hedges included).
+    pub attempts: u32,
 }
 
 impl<S> ParagonClient<S>

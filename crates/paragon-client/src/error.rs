@@ -10,6 +10,7 @@ use std::time::Duration;
 use paragon_layers::cache::{CachePolicy, FillAborted};
 use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
 use paragon_layers::rate_limit::{RateLimitCause, RateLimited, UpstreamThrottle};
+use paragon_layers::retry::{DeadlineExceeded, RetryClass, Retryable};
 
 use crate::{InvalidUserId, UserDecodeError};
 
@@ -47,6 +48,10 @@ pub enum Error {
     /// No connection to ParagoN could be made.
     #[error("cannot connect to ParagoN: {0}")]
     Connect(String),
+    /// The call's `upstream.deadline` passed before any attempt answered; the attempts
+    /// still out were cancelled.
+    #[error("ParagoN did not answer within the request's deadline of {}ms", .0.deadline.as_millis())]
+    DeadlineExceeded(#[from] DeadlineExceeded),
     /// The connection failed while the answer was being sent.
     #[error("the connection to ParagoN failed: {0}")]
     Transport(String),
@@ -101,6 +106,8 @@ impl Error {
         match self {
             Error::Malformed(UserDecodeError::WrongId { .. }) => false,
             Error::UpstreamStatus { status } => *status >= 500,
+            // A deadline that passed in our own limiter's queue says nothing of ParagoN.
+            Error::DeadlineExceeded(d) => !d.in_local_wait,
             Error::Timeout { .. }
             | Error::Connect(_)
             | Error::Transport(_)
@@ -118,6 +125,7 @@ impl Error {
             Error::UpstreamRateLimited { .. } => "upstream_rate_limited",
             Error::UpstreamStatus { .. } => "upstream_status",
             Error::Timeout { .. } => "timeout",
+            Error::DeadlineExceeded(_) => "deadline",
             Error::Connect(_) => "connect",
             Error::Transport(_) => "transport",
             Error::Malformed(_) => "malformed",
@@ -143,6 +151,27 @@ impl Classify for Error {
                 Error::NotFound | Error::UpstreamStatus { .. } => Verdict::Success,
                 _ => Verdict::Ignore,
             }
+        }
+    }
+}
+
+/// What the retry layer may try again (CONTRACT §5 "Retry"): connection errors, timeouts
+/// and ParagoN's 502, 503 and 504. ParagoN's other answers (404 and other 4xx, its 429,
+/// other 5xx, malformed bodies) are final; our own refusals (rate limit, open breaker,
+/// no upstream slot, a local resource) are never retried.
+impl Retryable for Error {
+    fn retry_class(&self) -> RetryClass {
+        match self {
+            Error::Timeout { .. } | Error::Connect(_) | Error::Transport(_) => {
+                RetryClass::Transient
+            }
+            Error::UpstreamStatus { status: 502..=504 } => RetryClass::Transient,
+            Error::RateLimited(_)
+            | Error::CircuitOpen(_)
+            | Error::Overloaded
+            | Error::Local(_)
+            | Error::FillAborted(_) => RetryClass::Refused,
+            _ => RetryClass::Final,
         }
     }
 }
@@ -195,7 +224,20 @@ mod tests {
         for e in failures {
             assert_eq!(e.verdict(), Verdict::Failure, "{e:?}");
         }
+        assert_eq!(
+            Error::DeadlineExceeded(DeadlineExceeded {
+                deadline: Duration::from_secs(5),
+                in_local_wait: false,
+            })
+            .verdict(),
+            Verdict::Failure,
+            "ParagoN did not answer in time"
+        );
         let never = [
+            Error::DeadlineExceeded(DeadlineExceeded {
+                deadline: Duration::from_secs(5),
+                in_local_wait: true,
+            }),
             Error::Malformed(UserDecodeError::WrongId {
                 expected: "ABCD".into(),
                 found: "abcd".into(),
@@ -218,6 +260,48 @@ mod tests {
         ];
         for e in never {
             assert_ne!(e.verdict(), Verdict::Failure, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_contract_failures_are_retried() {
+        let transient = [
+            Error::UpstreamStatus { status: 502 },
+            Error::UpstreamStatus { status: 503 },
+            Error::UpstreamStatus { status: 504 },
+            Error::Timeout {
+                timeout: Duration::from_secs(2),
+            },
+            Error::Connect("refused".into()),
+            Error::Transport("reset".into()),
+        ];
+        for e in transient {
+            assert_eq!(e.retry_class(), RetryClass::Transient, "{e:?}");
+        }
+        let never = [
+            Error::NotFound,
+            Error::UpstreamStatus { status: 500 },
+            Error::UpstreamStatus { status: 400 },
+            Error::UpstreamRateLimited {
+                retry_after: Duration::from_secs(2),
+            },
+            Error::RateLimited(RateLimited {
+                retry_after: Duration::from_secs(1),
+                cause: RateLimitCause::Budget,
+            }),
+            Error::CircuitOpen(CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            }),
+            Error::Overloaded,
+            Error::Local("Too many open files (os error 24)".into()),
+            Error::Malformed(UserDecodeError::NotObject),
+            Error::DeadlineExceeded(DeadlineExceeded {
+                deadline: Duration::from_secs(5),
+                in_local_wait: false,
+            }),
+        ];
+        for e in never {
+            assert_ne!(e.retry_class(), RetryClass::Transient, "{e:?}");
         }
     }
 

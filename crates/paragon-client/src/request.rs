@@ -9,15 +9,16 @@
 use std::borrow::Cow;
 
 use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};
-use paragon_layers::{CarriesWaits, WaitLedger};
+use paragon_layers::retry::{AttemptsSink, Idempotent};
+use paragon_layers::{CarriesDeadline, CarriesWaits, Deadline, WaitLedger};
 
 use crate::{Error, Fetched, User, UserId};
 
-/// A request to ParagoN: what is asked, and the ledger of the time the protective layers
-/// waited on purpose during its call.
+/// A request to ParagoN: what is asked, the ledger of the time the protective layers
+/// waited on purpose during its call, and the deadline of the call.
 ///
-/// The ledger takes no part in equality or hashing, so a request is its own cache key: two
-/// requests for the same endpoint are equal whatever their ledgers hold.
+/// The ledger and the deadline take no part in equality or hashing, so a request is its
+/// own cache key: two requests for the same endpoint are equal whatever they carry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ParagonRequest {
     /// What is asked.
@@ -25,6 +26,9 @@ pub struct ParagonRequest {
     /// Filled by the rate limiter, read by the circuit breaker's slow-call rule; see
     /// [`paragon_layers::waits`].
     pub waits: WaitLedger,
+    /// When the call must be answered by; set by the retry layer from
+    /// `upstream.deadline` when not set. See [`paragon_layers::deadline`].
+    pub deadline: Deadline,
 }
 
 /// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
@@ -41,6 +45,7 @@ impl ParagonRequest {
         ParagonRequest {
             endpoint,
             waits: WaitLedger::default(),
+            deadline: Deadline::default(),
         }
     }
 
@@ -75,6 +80,24 @@ impl CarriesWaits for ParagonRequest {
     }
 }
 
+impl CarriesDeadline for ParagonRequest {
+    #[inline]
+    fn deadline(&mut self) -> &mut Deadline {
+        &mut self.deadline
+    }
+}
+
+/// Every ParagoN request so far is a read: sending it twice does what sending it once
+/// does, so it may be retried and hedged.
+impl Idempotent for ParagonRequest {
+    #[inline]
+    fn is_idempotent(&self) -> bool {
+        match self.endpoint {
+            Endpoint::GetUser(_) => true,
+        }
+    }
+}
+
 /// A resource ParagoN sent.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -90,6 +113,10 @@ pub struct ParagonResponse {
     pub resource: Resource,
     /// Hit, miss or stale, when a cache is in the stack; [`CacheStatus::Miss`] otherwise.
     pub cache: CacheStatus,
+    /// Upstream attempts the call that fetched it took (retries and hedges included);
+    /// 1 without a retry layer. A cached answer keeps the figure of the call that filled
+    /// it.
+    pub attempts: u32,
 }
 
 impl ParagonResponse {
@@ -98,6 +125,7 @@ impl ParagonResponse {
         ParagonResponse {
             resource,
             cache: CacheStatus::Miss,
+            attempts: 1,
         }
     }
 
@@ -108,6 +136,7 @@ impl ParagonResponse {
             Resource::User(user) => Ok(Fetched {
                 value: user,
                 cache: self.cache,
+                attempts: self.attempts,
             }),
             #[allow(unreachable_patterns)]
             _ => Err(Error::Internal(
@@ -131,5 +160,12 @@ impl CacheStatusSink for ParagonResponse {
     #[inline]
     fn set_cache_status(&mut self, status: CacheStatus) {
         self.cache = status;
+    }
+}
+
+impl AttemptsSink for ParagonResponse {
+    #[inline]
+    fn set_attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
     }
 }

@@ -151,6 +151,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CauseLabels {
     cause: &'static str,
 }
@@ -266,6 +271,8 @@ pub struct LayerFigures {
     pub limiter: Option<paragon_layers::rate_limit::RateLimitStats>,
     /// Breaker counters, when a breaker is in the stack.
     pub breaker: Option<paragon_layers::circuit_breaker::BreakerStats>,
+    /// Retry counters.
+    pub retry: Option<paragon_layers::retry::RetryStats>,
 }
 
 impl Metrics {
@@ -455,6 +462,33 @@ impl Metrics {
                 "paragon_edge_circuit_breaker_rejections",
                 "Calls refused while the breaker was open",
                 b.rejected,
+            );
+        }
+        if let Some(r) = &layers.retry {
+            let attempts = Family::<KindLabels, Counter>::default();
+            for (kind, n) in [
+                ("first", r.firsts),
+                ("retry", r.retries),
+                ("hedge", r.hedges),
+            ] {
+                attempts.get_or_create(&KindLabels { kind }).inc_by(n);
+            }
+            now.register(
+                "paragon_edge_upstream_attempts",
+                "Upstream attempts started, by kind (first, retry, hedge)",
+                attempts,
+            );
+            counter(
+                &mut now,
+                "paragon_edge_retry_budget_exhausted",
+                "Retries and hedges not sent because the retry budget was spent",
+                r.budget_exhausted,
+            );
+            counter(
+                &mut now,
+                "paragon_edge_upstream_deadline_exceeded",
+                "Requests whose upstream.deadline passed before ParagoN answered",
+                r.deadline_exceeded,
             );
         }
         let redis = self.redis_up.load(Ordering::Relaxed);

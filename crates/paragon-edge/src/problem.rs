@@ -165,6 +165,12 @@ impl Problem {
                 "Upstream timeout",
                 e.to_string(),
             ),
+            Error::DeadlineExceeded(_) => Problem::new(
+                S::GATEWAY_TIMEOUT,
+                "deadline-exceeded",
+                "Upstream timeout",
+                e.to_string(),
+            ),
             _ => Problem::new(
                 S::BAD_GATEWAY,
                 "upstream-failure",
@@ -230,6 +236,14 @@ mod tests {
                 Some(2),
             ),
             (Error::Timeout { timeout: d }, 504, None),
+            (
+                Error::DeadlineExceeded(paragon_layers::retry::DeadlineExceeded {
+                    deadline: d,
+                    in_local_wait: false,
+                }),
+                504,
+                None,
+            ),
             (Error::Connect("x".into()), 502, None),
             (Error::UpstreamStatus { status: 500 }, 502, None),
             (Error::BodyTooLarge { limit: 1 }, 502, None),

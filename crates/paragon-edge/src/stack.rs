@@ -1,6 +1,8 @@
 //! The one place that composes the protective layers, in the contract's order:
-//! cache → circuit breaker → rate limiter → upstream gate (`upstream.rs`) → HTTP transport.
-//! A disabled layer is absent from the stack, not a pass-through.
+//! cache → circuit breaker → retry → rate limiter → upstream gate (`upstream.rs`) → HTTP
+//! transport. A disabled layer is absent from the stack, not a pass-through. The retry
+//! layer is always there, as it keeps each request within `upstream.deadline`; with
+//! `[retry]` off it makes one attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use paragon_layers::fleet::{RedisLink, RedisRateStore, RedisTier};
 use paragon_layers::rate_limit::gcra::Gcra;
 use paragon_layers::rate_limit::{Acquire, BudgetState, RateStore};
 use paragon_layers::rate_limit::{MemoryStore, RateLimit, RateLimitHandle, RateLimitLayer};
+use paragon_layers::retry::{Retry, RetryHandle, RetryLayer};
 use paragon_layers::Clock;
 use tower::util::Either;
 use tower::Layer;
@@ -28,8 +31,10 @@ use crate::upstream::UpstreamGate;
 pub type Upstream = UpstreamGate<HttpTransport>;
 /// Upstream, behind the rate limiter when it is on.
 pub type Limited = Either<RateLimit<Upstream, EdgeStore>, Upstream>;
-/// Limited, behind the breaker when it is on.
-pub type Guarded = Either<CircuitBreaker<Limited>, Limited>;
+/// Limited, behind the retry layer (attempts within `upstream.deadline`).
+pub type Retried = Retry<Limited>;
+/// Retried, behind the breaker when it is on.
+pub type Guarded = Either<CircuitBreaker<Retried>, Retried>;
 /// The whole stack: Guarded, behind the cache when it is on.
 pub type EdgeService = Either<Cache<Guarded, ParagonRequest, ParagonResponse, Error>, Guarded>;
 /// The cache's handle type.
@@ -46,6 +51,8 @@ pub struct Stack {
     pub breaker: Option<BreakerHandle>,
     /// The rate limiter, when enabled.
     pub limiter: Option<RateLimitHandle<EdgeStore>>,
+    /// The retry layer: its budget and counters.
+    pub retry: RetryHandle,
     /// The Redis link, when a layer uses the `redis` backend.
     pub redis: Option<RedisLink>,
 }
@@ -95,12 +102,13 @@ impl RateStore for EdgeStore {
     }
 }
 
-/// How long a fleet-wide cache fill claim is held: the upstream timeout and a margin.
+/// How long a fleet-wide cache fill claim is held: the longest a fill can take (one
+/// attempt, or the deadline of all of them) and a margin.
 fn fill_hold(config: &Config) -> Duration {
-    config
-        .upstream
-        .timeout
+    let u = &config.upstream;
+    u.timeout
         .0
+        .max(u.deadline.0)
         .saturating_add(Duration::from_secs(1))
 }
 
@@ -176,19 +184,45 @@ pub fn build(
         (Either::Right(upstream), None)
     };
 
-    let (guarded, breaker): (Guarded, _) = if config.circuit_breaker.enabled {
+    let breaker_layer = if config.circuit_breaker.enabled {
         let m = metrics.clone();
-        let layer = CircuitBreakerLayer::with_listener(settings.breaker, clock.clone(), move |t| {
-            m.transition(t);
-            tracing::warn!(
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                "circuit breaker changed state"
-            );
-        });
-        (Either::Left(layer.layer(limited)), Some(layer.handle()))
+        Some(CircuitBreakerLayer::with_listener(
+            settings.breaker,
+            clock.clone(),
+            move |t| {
+                m.transition(t);
+                tracing::warn!(
+                    from = t.from.as_str(),
+                    to = t.to.as_str(),
+                    "circuit breaker changed state"
+                );
+            },
+        ))
     } else {
-        (Either::Right(limited), None)
+        None
+    };
+
+    // No hedge while the breaker is half-open (its probe must not be doubled) or while
+    // ParagoN's 429 pause is in force (the limiter would refuse the hedge anyway; a shared
+    // store's pause is left to the limiter).
+    let gate_breaker = breaker_layer.as_ref().map(CircuitBreakerLayer::handle);
+    let gate_limiter = limiter.clone();
+    let retry_layer = RetryLayer::with_hedge_gate(settings.retry, clock.clone(), move || {
+        let half_open = gate_breaker
+            .as_ref()
+            .is_some_and(|b| b.state() == paragon_layers::circuit_breaker::BreakerState::HalfOpen);
+        let paused = gate_limiter.as_ref().is_some_and(|l| match l.store() {
+            EdgeStore::Memory(m) => !m.state_now(&l.config().gcra()).paused_for.is_zero(),
+            EdgeStore::Redis(_) => false,
+        });
+        !half_open && !paused
+    });
+    let retry = retry_layer.handle();
+    let retried = retry_layer.layer(limited);
+
+    let (guarded, breaker): (Guarded, _) = match breaker_layer {
+        Some(layer) => (Either::Left(layer.layer(retried)), Some(layer.handle())),
+        None => (Either::Right(retried), None),
     };
 
     let (service, cache): (EdgeService, _) = if config.cache.enabled {
@@ -209,6 +243,7 @@ pub fn build(
         cache,
         breaker,
         limiter,
+        retry,
         redis,
     })
 }

@@ -137,6 +137,7 @@ impl AppState {
             cache: s.cache.as_ref().map(|c| c.stats()),
             limiter: s.limiter.as_ref().map(|l| l.stats()),
             breaker: s.breaker.as_ref().map(|b| b.stats()),
+            retry: Some(s.retry.stats()),
         }
     }
 }

@@ -421,6 +421,9 @@ async fn metrics_pass_promtool_check() {
         "paragon_edge_connections_at_cap",
         "paragon_edge_connections_closed_total",
         "paragon_edge_client_limit_rejections_total",
+        "paragon_edge_upstream_attempts_total",
+        "paragon_edge_retry_budget_exhausted_total",
+        "paragon_edge_upstream_deadline_exceeded_total",
     ];
     readme.sort_unstable();
     assert_eq!(families, readme, "{text}");

@@ -1,6 +1,6 @@
 //! Generic [tower] middleware that protects calls to a third-party API.
 //!
-//! Three layers, each usable on any [`tower::Service`] whose request can name a cache key
+//! Four layers, each usable on any [`tower::Service`] whose request can name a cache key
 //! and whose error can say what kind of failure it is:
 //!
 //! - [`cache`] — TTL cache with a size bound, single-flight fills that survive the
@@ -8,7 +8,9 @@
 //! - [`rate_limit`] — a GCRA budget of `max_requests` per `window` with `burst`, optional
 //!   waiting up to `max_wait`, and a pause of every call when the upstream answers 429;
 //! - [`circuit_breaker`] — consecutive-failure and failure-rate trips, slow calls,
-//!   open → half-open → closed with a bounded number of probes.
+//!   open → half-open → closed with a bounded number of probes;
+//! - [`retry`] — retries of transient failures with backoff and full jitter, hedging of
+//!   slow attempts, a retry budget, and a deadline per call that no attempt outlives.
 //!
 //! # Layout
 //!
@@ -18,7 +20,8 @@
 //! layer's own rejection type. Time comes only from a [`Clock`], so tests run on paused
 //! tokio time or a manual clock and are exact. [`waits`] is how the limiter tells the
 //! breaker above it how long it held a call on purpose, so that the breaker's slow-call
-//! timing leaves that out: the request carries a [`WaitLedger`].
+//! timing leaves that out: the request carries a [`WaitLedger`]. In the same way a request
+//! carries its call's [`Deadline`], which the retry layer sets and keeps.
 //!
 //! With the `redis` feature, `fleet/` holds the stores a fleet of instances shares: a
 //! rate budget and a second cache tier in Redis, and the self-healing link to it.
@@ -26,7 +29,8 @@
 //! # Composing
 //!
 //! The order that gives the documented semantics, outermost first, is
-//! cache → circuit breaker → rate limiter → the real client:
+//! cache → circuit breaker → retry → rate limiter → the real client (the example leaves
+//! the retry layer out; see [`retry`]):
 //!
 //! ```
 //! use std::{borrow::Cow, time::Duration};
@@ -89,12 +93,15 @@
 pub mod cache;
 pub mod circuit_breaker;
 mod clock;
+pub mod deadline;
 #[cfg(feature = "redis")]
 pub mod fleet;
 pub mod rate_limit;
+pub mod retry;
 pub mod waits;
 
 pub use clock::{Clock, Timestamp};
+pub use deadline::{CarriesDeadline, Deadline};
 pub use waits::{CarriesWaits, WaitLedger};
 
 /// A layer setting that cannot be used, naming the setting.

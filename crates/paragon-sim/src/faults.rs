@@ -22,8 +22,10 @@ pub const MAX_FAULT_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60)
 /// rejected. Durations are humantime strings such as `"50ms"`, `"2s"`, `"5m"`. Rates are
 /// per-request probabilities in `0..=1`.
 ///
-/// The checks run in this order: latency (always first), authentication, `outage`,
-/// `always_429`, `quota`, then one draw decides `drop_rate` / `error_rate`, then ids
+/// The checks run in this order: latency (always first, with the slow tail's extra delay
+/// for the share `slow_rate` of requests), authentication, `outage`, `always_429`,
+/// `quota`, `fail_first` (the first calls of each id fail), then one draw decides
+/// `drop_rate` / `error_rate`, then ids
 /// starting with `missing` answer 404, then one draw picks at most one body fault, in
 /// the order `malformed_rate`, `not_object_rate`, `wrong_id_rate`, `oversized_rate`,
 /// `trickle_rate`, `reset_rate` (if their sum exceeds 1 the earlier ones win).
@@ -63,7 +65,23 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Share of requests whose connection is closed without any response.
     pub drop_rate: f64,
+    /// Share of requests delayed by `slow_latency` more (a slow tail).
+    pub slow_rate: f64,
+    /// The slow tail's extra delay, e.g. `"2s"`; required when `slow_rate` is set.
+    pub slow_latency: Option<String>,
+    /// The first this many requests for each id fail (counted from when the faults were
+    /// set), as `fail_first_status` says; 0 is off.
+    pub fail_first: u32,
+    /// How those requests fail: an HTTP status (`503` when absent), or `0` to close the
+    /// connection without an answer.
+    pub fail_first_status: Option<u16>,
+    /// Those requests wait this long more before they fail, e.g. `"10s"` (an attempt
+    /// that hangs, then fails).
+    pub fail_first_delay: Option<String>,
 }
+
+/// Most ids whose requests `fail_first` counts; requests for ids past it are not failed.
+pub const MAX_FAIL_FIRST_IDS: usize = 1_000_000;
 
 impl Faults {
     /// Checks every field: rates in `0..=1`, durations parse and are at most 365 days,
@@ -82,6 +100,15 @@ pub(crate) enum BodyFault {
     Oversized,
     Trickle,
     Reset,
+}
+
+/// How the first requests of an id fail (`fail_first`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FailFirst {
+    /// Answer with this status.
+    Status(http::StatusCode),
+    /// Close the connection without an answer.
+    Drop,
 }
 
 /// What the first draw decided.
@@ -170,6 +197,16 @@ pub(crate) struct ActiveFaults {
     /// Requests seen since these faults were set; feeds the per-request draws.
     sequence: AtomicU64,
     seed: u64,
+    /// The slow tail: its share and its extra delay.
+    slow: Option<(f64, Duration)>,
+    /// Requests drawn for the slow tail so far.
+    slow_sequence: AtomicU64,
+    /// `fail_first` and how.
+    fail_first: Option<(u32, FailFirst)>,
+    /// `fail_first_delay`.
+    pub(crate) fail_first_delay: Duration,
+    /// Requests seen per id, while `fail_first` is on.
+    seen: Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Default for ActiveFaults {
@@ -186,6 +223,11 @@ impl Default for ActiveFaults {
             oversized_bytes: DEFAULT_OVERSIZED_BYTES,
             sequence: AtomicU64::new(0),
             seed: 0,
+            slow: None,
+            slow_sequence: AtomicU64::new(0),
+            fail_first: None,
+            fail_first_delay: Duration::ZERO,
+            seen: Mutex::default(),
         }
     }
 }
@@ -243,6 +285,43 @@ impl ActiveFaults {
                 reason: format!("{oversized_bytes} is more than {MAX_OVERSIZED_BYTES}"),
             });
         }
+        let slow_rate = rate("slow_rate", spec.slow_rate)?;
+        let slow_latency = spec
+            .slow_latency
+            .as_deref()
+            .map(|v| duration("slow_latency", v))
+            .transpose()?;
+        let slow = match (slow_rate > 0.0, slow_latency) {
+            (false, _) => None,
+            (true, Some(d)) => Some((slow_rate, d)),
+            (true, None) => {
+                return Err(SimError::InvalidValue {
+                    field: "slow_latency",
+                    reason: "is required when slow_rate is set".to_owned(),
+                })
+            }
+        };
+        let fail_first = match spec.fail_first_status.unwrap_or(503) {
+            _ if spec.fail_first == 0 => None,
+            0 => Some((spec.fail_first, FailFirst::Drop)),
+            code => match http::StatusCode::from_u16(code) {
+                Ok(status) if (400..=599).contains(&code) => {
+                    Some((spec.fail_first, FailFirst::Status(status)))
+                }
+                _ => {
+                    return Err(SimError::InvalidValue {
+                        field: "fail_first_status",
+                        reason: format!("{code} is neither 0 (drop) nor a status from 400 to 599"),
+                    })
+                }
+            },
+        };
+        let fail_first_delay = spec
+            .fail_first_delay
+            .as_deref()
+            .map(|v| duration("fail_first_delay", v))
+            .transpose()?
+            .unwrap_or_default();
         let drop_rate = rate("drop_rate", spec.drop_rate)?;
         let error_rate = rate("error_rate", spec.error_rate)?;
         let body_rates = [
@@ -277,8 +356,38 @@ impl ActiveFaults {
             oversized_bytes,
             sequence: AtomicU64::new(0),
             seed: 0,
+            slow,
+            slow_sequence: AtomicU64::new(0),
+            fail_first,
+            fail_first_delay,
+            seen: Mutex::default(),
             spec,
         })
+    }
+
+    /// The slow tail's extra delay for the next request, when it falls in the tail.
+    /// Every request is drawn in turn, so exactly the share `slow_rate` is delayed
+    /// over a long run, spread evenly (the n-th request gets the same draw for a seed).
+    pub(crate) fn slow_delay(&self) -> Option<Duration> {
+        let (share, delay) = self.slow?;
+        let n = self.slow_sequence.fetch_add(1, Ordering::Relaxed);
+        let draw = unit(splitmix64(
+            self.seed ^ 0x3 ^ n.wrapping_mul(0xA076_1D64_78BD_642F),
+        ));
+        (draw < share).then_some(delay)
+    }
+
+    /// How this request for `id` fails, when it is among the first `fail_first` of its id
+    /// (`id` is the path segment as sent). Counted when the request arrives.
+    pub(crate) fn fail_first(&self, id: &str) -> Option<FailFirst> {
+        let (first, how) = self.fail_first?;
+        let mut seen = self.seen.lock();
+        if !seen.contains_key(id) && seen.len() >= MAX_FAIL_FIRST_IDS {
+            return None;
+        }
+        let count = seen.entry(id.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        (*count <= first).then_some(how)
     }
 
     /// Sets the seed of the per-request draws.
@@ -551,6 +660,68 @@ mod tests {
             only_reset.body_fault(only_reset.next_draws()),
             Some(BodyFault::Reset)
         );
+    }
+
+    #[test]
+    fn the_first_calls_of_each_id_fail_and_the_rest_do_not() {
+        let active = compile(Faults {
+            fail_first: 2,
+            ..Faults::default()
+        })
+        .expect("valid");
+        let status = Some(FailFirst::Status(http::StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(active.fail_first("a"), status);
+        assert_eq!(active.fail_first("b"), status);
+        assert_eq!(active.fail_first("a"), status);
+        assert_eq!(active.fail_first("a"), None);
+        assert_eq!(active.fail_first("b"), status);
+        assert_eq!(active.fail_first("b"), None);
+        let drop = compile(Faults {
+            fail_first: 1,
+            fail_first_status: Some(0),
+            ..Faults::default()
+        })
+        .expect("valid");
+        assert_eq!(drop.fail_first("a"), Some(FailFirst::Drop));
+        for bad in [200, 99, 600] {
+            let err = Faults {
+                fail_first: 1,
+                fail_first_status: Some(bad),
+                ..Faults::default()
+            }
+            .validate()
+            .expect_err("refused");
+            assert!(err.to_string().contains("fail_first_status"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_slow_tail_delays_its_share_of_requests() {
+        let active = compile(Faults {
+            slow_rate: 0.05,
+            slow_latency: Some("2s".into()),
+            ..Faults::default()
+        })
+        .expect("valid");
+        let slow = (0..10_000)
+            .filter_map(|_| active.slow_delay())
+            .inspect(|d| assert_eq!(*d, Duration::from_secs(2)))
+            .count();
+        assert!((400..600).contains(&slow), "{slow}");
+        let missing = Faults {
+            slow_rate: 0.05,
+            ..Faults::default()
+        }
+        .validate()
+        .expect_err("needs slow_latency");
+        assert!(missing.to_string().contains("slow_latency"), "{missing}");
+        assert!(Faults {
+            slow_rate: 1.5,
+            slow_latency: Some("1s".into()),
+            ..Faults::default()
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! It serves `GET /users/{id}` like ParagoN does: a deterministic user derived from the
 //! id ([`user_json`]), `404` for ids starting with `missing`, `401` without the right
 //! bearer token when an API key is configured. On top of that it injects faults —
-//! latency, errors, outages, a quota answering `429`, broken bodies, stalled or cut
+//! latency (fixed, or a slow tail of a share of calls), errors, failures of the first
+//! calls of each id, outages, a quota answering `429`, broken bodies, stalled or cut
 //! connections — set at start ([`SimConfig::faults`]) or at run time
 //! ([`Simulator::set_faults`], or `PUT /_sim/faults`). It counts every request it
 //! received, so a test can assert how many calls reached the upstream.

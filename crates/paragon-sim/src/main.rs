@@ -71,6 +71,22 @@ struct Cli {
     /// Share of requests whose connection is closed without an answer.
     #[arg(long, value_parser = rate, default_value_t = 0.0)]
     drop_rate: f64,
+    /// Share of requests delayed by --slow-latency more (a slow tail).
+    #[arg(long, value_parser = rate, default_value_t = 0.0, requires = "slow_latency")]
+    slow_rate: f64,
+    /// The slow tail's extra delay, e.g. 2s.
+    #[arg(long, value_parser = duration)]
+    slow_latency: Option<String>,
+    /// The first N requests for each id fail (0 = off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fail_first: u32,
+    /// How they fail: an HTTP status from 400 to 599 (default 503), or 0 to close the
+    /// connection without an answer.
+    #[arg(long, value_name = "STATUS")]
+    fail_first_status: Option<u16>,
+    /// Those requests wait this long more before they fail, e.g. 10s.
+    #[arg(long, value_parser = duration)]
+    fail_first_delay: Option<String>,
 }
 
 fn rate(text: &str) -> Result<f64, String> {
@@ -107,6 +123,11 @@ impl Cli {
             trickle_rate: self.trickle_rate,
             reset_rate: self.reset_rate,
             drop_rate: self.drop_rate,
+            slow_rate: self.slow_rate,
+            slow_latency: self.slow_latency,
+            fail_first: self.fail_first,
+            fail_first_status: self.fail_first_status,
+            fail_first_delay: self.fail_first_delay,
         };
         let config = SimConfig {
             api_key: self.api_key,

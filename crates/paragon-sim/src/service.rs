@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use crate::body::SimBody;
 use crate::error::ConnectionDropped;
 use crate::faults::{
-    whole_seconds_at_least_one, ActiveFaults, BodyFault, EarlyFault, Faults, Quota, QuotaDecision,
+    whole_seconds_at_least_one, ActiveFaults, BodyFault, EarlyFault, FailFirst, Faults, Quota,
+    QuotaDecision,
 };
 use crate::stats::STATUS_DROPPED;
 use crate::user::user_json;
@@ -89,10 +90,20 @@ impl Simulator {
         let inner = &*self.inner;
         inner.counters.record_request(req.uri().path());
         let faults: Arc<ActiveFaults> = inner.faults.read().clone();
-        if let Some(latency) = faults.latency {
-            tokio::time::sleep(latency).await;
+        // The first calls of an id are counted as they arrive, before any delay.
+        let path = req.uri().path();
+        let first_failure = faults.fail_first(path.strip_prefix("/users/").unwrap_or(path));
+        let mut delay = faults
+            .latency
+            .unwrap_or_default()
+            .saturating_add(faults.slow_delay().unwrap_or_default());
+        if first_failure.is_some() {
+            delay = delay.saturating_add(faults.fail_first_delay);
         }
-        let answer = self.answer_user(&faults, &req);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let answer = self.answer_user(&faults, &req, first_failure);
         match &answer {
             Ok(response) => inner.counters.record_status(response.status().as_u16()),
             Err(ConnectionDropped) => inner.counters.record_status(STATUS_DROPPED),
@@ -120,6 +131,7 @@ impl Simulator {
         &self,
         faults: &ActiveFaults,
         req: &Request<B>,
+        first_failure: Option<FailFirst>,
     ) -> Result<Response<SimBody>, ConnectionDropped> {
         let path = req.uri().path();
         let segment = path.strip_prefix("/users/").unwrap_or(path);
@@ -171,6 +183,14 @@ impl Simulator {
             );
             add_rate_limit_headers(headers, q, decision);
             return Ok(response);
+        }
+
+        match first_failure {
+            Some(FailFirst::Drop) => return Err(ConnectionDropped),
+            Some(FailFirst::Status(status)) => {
+                return Ok(problem(status, "injected failure of a first call"))
+            }
+            None => {}
         }
 
         let draws = faults.next_draws();

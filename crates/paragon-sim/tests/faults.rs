@@ -382,3 +382,55 @@ async fn fault_order_auth_then_outage_then_429_then_quota() {
     sim.sim().set_faults(f).expect("valid");
     assert_eq!(status(authed().send().await.expect("answer")), 500);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_first_calls_of_each_id_fail_set_at_run_time() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let url = format!("{}/_sim/faults", sim.base_url());
+    let r = client
+        .put(&url)
+        .body(r#"{"fail_first": 2, "fail_first_status": 502, "fail_first_delay": "3s"}"#)
+        .send()
+        .await
+        .expect("the control endpoint answers");
+    assert_eq!(r.status(), 200);
+    for expected in [502, 502, 200] {
+        let started = Instant::now();
+        let (status, _, _) = get(&client, &sim, "/users/u1").await;
+        assert_eq!(status, expected);
+        // The failing calls hang first; the rest do not.
+        assert_eq!(started.elapsed() >= Duration::from_secs(3), expected == 502);
+    }
+    // Each id has its own count.
+    assert_eq!(get(&client, &sim, "/users/u2").await.0, 502);
+    // A bad status is refused, naming the key.
+    let r = client
+        .put(&url)
+        .body(r#"{"fail_first": 1, "fail_first_status": 200}"#)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("fail_first_status"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_tail_delays_its_share_of_calls() {
+    let sim = start_with(Faults {
+        slow_rate: 0.1,
+        slow_latency: Some("2s".into()),
+        ..faults()
+    })
+    .await;
+    let client = client();
+    let mut slow = 0;
+    for _ in 0..200 {
+        let started = Instant::now();
+        assert_eq!(get(&client, &sim, "/users/u1").await.0, 200);
+        if started.elapsed() >= Duration::from_secs(2) {
+            slow += 1;
+        }
+    }
+    assert!((8..=35).contains(&slow), "{slow} slow calls of 200");
+}

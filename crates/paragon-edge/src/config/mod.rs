@@ -4,6 +4,7 @@
 //! once. Every error names its key.
 
 mod redis;
+mod retry;
 mod settings;
 mod types;
 
@@ -17,6 +18,7 @@ use url::Url;
 
 pub use paragon_client::Secret;
 pub use redis::{RedisConfig, RedisMode};
+pub use retry::RetrySection;
 pub use settings::Settings;
 pub use types::{redact_url, Backend, Dur, RedisUrl, SecretUrl};
 
@@ -36,6 +38,8 @@ pub struct Config {
     pub circuit_breaker: BreakerSection,
     /// `[client_limit]`
     pub client_limit: ClientLimitSection,
+    /// `[retry]`
+    pub retry: RetrySection,
     /// `[redis]`
     pub redis: RedisConfig,
 }
@@ -94,8 +98,10 @@ pub struct UpstreamConfig {
     pub base_url: Option<SecretUrl>,
     /// ParagoN API key (or env `PARAGON_API_KEY`).
     pub api_key: Secret,
-    /// Limit on a whole upstream request.
+    /// Limit on a whole upstream request (one attempt).
     pub timeout: Dur,
+    /// Limit on one frontend request's upstream call, every attempt and wait included.
+    pub deadline: Dur,
     /// Limit on connecting.
     pub connect_timeout: Dur,
     /// Largest upstream body accepted.
@@ -110,6 +116,7 @@ impl Default for UpstreamConfig {
             base_url: None,
             api_key: Secret::default(),
             timeout: Dur::secs(2),
+            deadline: Dur::secs(5),
             connect_timeout: Dur::millis(500),
             max_response_bytes: 1_048_576,
             max_concurrency: 256,
@@ -412,6 +419,7 @@ impl Config {
             ));
         }
         positive("upstream.timeout", self.upstream.timeout)?;
+        positive("upstream.deadline", self.upstream.deadline)?;
         positive("upstream.connect_timeout", self.upstream.connect_timeout)?;
         if self.upstream.max_response_bytes == 0 {
             return Err(invalid("upstream.max_response_bytes", "must be at least 1"));
@@ -564,6 +572,23 @@ mod tests {
             ),
             ("[redis]\nurl = \"http://x\"", "redis.url"),
             ("[nope]\nx = 1", "nope"),
+            ("[upstream]\ndeadline = \"0s\"", "upstream.deadline"),
+            ("[upstream]\ndeadline = \"soon\"", "upstream.deadline"),
+            ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+            ("[retry]\nmax_attempts = -1", "retry.max_attempts"),
+            ("[retry]\nbudget_ratio = 1.5", "retry.budget_ratio"),
+            ("[retry]\nbudget_ratio = -0.1", "retry.budget_ratio"),
+            ("[retry]\nbudget_ratio = nan", "retry.budget_ratio"),
+            (
+                "[retry]\nbudget_min_per_sec = -1",
+                "retry.budget_min_per_sec",
+            ),
+            ("[retry]\nbackoff = \"fast\"", "retry.backoff"),
+            (
+                "[retry]\nmax_attempts = 1\nhedge_after = \"50ms\"",
+                "retry.hedge_after",
+            ),
+            ("[retry]\nretries = 3", "retries"),
         ];
         for (toml, key) in cases {
             let e = err(toml);

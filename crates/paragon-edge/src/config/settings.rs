@@ -10,11 +10,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use paragon_layers::cache::CacheConfig;
 use paragon_layers::circuit_breaker::BreakerConfig;
 use paragon_layers::fleet::{LinkOptions, RedisTarget};
 use paragon_layers::rate_limit::RateLimitConfig;
+use paragon_layers::retry::RetryConfig;
 use url::Url;
 
 use super::{ClientKey, Config, ConfigError};
@@ -34,6 +36,9 @@ pub struct Settings {
     pub rate_limit: RateLimitConfig,
     /// `[circuit_breaker]` as the breaker takes it.
     pub breaker: BreakerConfig,
+    /// `[retry]` and `upstream.deadline` as the retry layer takes them (with `[retry]`
+    /// off: one attempt per call, within the deadline).
+    pub retry: RetryConfig,
     /// `client_limit.key`.
     pub client_key: ClientKey,
     /// `[redis]`: where Redis is and how to reach it.
@@ -49,6 +54,19 @@ impl Settings {
         let cache = layer("cache", cache_builder(&config).build())?;
         let rate_limit = layer("rate_limit", rate_limit_builder(&config).build())?;
         let breaker = layer("circuit_breaker", breaker_builder(&config).build())?;
+        // `[retry]` is checked whether it is on or not, as every section is.
+        let retry = layer("retry", retry_builder(&config).build())?;
+        let retry = if config.retry.enabled {
+            retry
+        } else {
+            layer(
+                "retry",
+                retry_builder(&config)
+                    .max_attempts(1)
+                    .hedge_after(Duration::ZERO)
+                    .build(),
+            )?
+        };
         let client_key = config.client_limit.client_key()?;
         let redis = config.redis.checked()?;
         Ok(Settings {
@@ -58,6 +76,7 @@ impl Settings {
             cache,
             rate_limit,
             breaker,
+            retry,
             client_key,
             redis,
         })
@@ -109,4 +128,15 @@ fn breaker_builder(config: &Config) -> paragon_layers::circuit_breaker::BreakerC
         .open_for(b.open_for.0)
         .half_open_max_calls(b.half_open_max_calls)
         .slow_call(b.slow_call.0)
+}
+
+fn retry_builder(config: &Config) -> paragon_layers::retry::RetryConfigBuilder {
+    let r = &config.retry;
+    RetryConfig::builder()
+        .deadline(config.upstream.deadline.0)
+        .max_attempts(r.max_attempts)
+        .backoff(r.backoff.0)
+        .budget_ratio(r.budget_ratio)
+        .budget_min_per_sec(r.budget_min_per_sec)
+        .hedge_after(r.hedge_after.0)
 }

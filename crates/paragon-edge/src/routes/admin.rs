@@ -77,6 +77,24 @@ pub async fn status(State(state): State<AppState>) -> Response {
         }
         None => json!({ "enabled": false }),
     };
+    let retry = {
+        let st = s.retry.stats();
+        let cfg = s.retry.config();
+        json!({
+            "enabled": config.retry.enabled,
+            "budget_left": s.retry.budget_left(),
+            "max_attempts": cfg.max_attempts.get(),
+            "hedge_after_ms": cfg.hedge_after.map(millis),
+            "deadline_ms": millis(cfg.deadline),
+            "first_attempts": st.firsts,
+            "retries": st.retries,
+            "hedges": st.hedges,
+            "budget_exhausted": st.budget_exhausted,
+            "deadline_exceeded": st.deadline_exceeded,
+            "attempts_in_flight": st.in_flight,
+            "retries_waiting": st.waiting,
+        })
+    };
     let redis = match &s.redis {
         Some(link) => json!({
             "enabled": true,
@@ -109,6 +127,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "cache": cache,
         "rate_limit": limiter,
         "circuit_breaker": breaker,
+        "retry": retry,
     }))
     .into_response()
 }

@@ -17,6 +17,10 @@ use crate::state::AppState;
 /// `x-cache: HIT | MISS | STALE` (a static name: no parsing per answer).
 pub static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
+/// `x-upstream-attempts: N` on an answer fetched from ParagoN for this request (a miss):
+/// the attempts its call took, retries and hedges included.
+pub static X_UPSTREAM_ATTEMPTS: HeaderName = HeaderName::from_static("x-upstream-attempts");
+
 /// One user, exactly as ParagoN sent it, with `x-cache`.
 ///
 /// The id is read from the router's decoded captures as they are (`RawPathParams`), not
@@ -61,6 +65,12 @@ fn user_response(result: Result<Fetched<User>, Error>) -> Response {
                 X_CACHE.clone(),
                 HeaderValue::from_static(fetched.cache.as_str()),
             );
+            if fetched.cache == paragon_layers::cache::CacheStatus::Miss {
+                h.insert(
+                    X_UPSTREAM_ATTEMPTS.clone(),
+                    HeaderValue::from(fetched.attempts),
+                );
+            }
             response
         }
         Err(e) => problem_for(&e).into_response(),

@@ -402,9 +402,10 @@ impl Recorder {
                             });
                             let now = f.fetch_add(1, Ordering::SeqCst) + 1;
                             m.fetch_max(now, Ordering::SeqCst);
-                            let answer = sim.handle(req).await;
-                            f.fetch_sub(1, Ordering::SeqCst);
-                            answer
+                            // Counted out when the call ends, answered or dropped (the
+                            // edge closed its connection).
+                            let _in_flight = Decrement(f);
+                            sim.handle(req).await
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -453,6 +454,15 @@ impl Recorder {
                 .unwrap_or_else(|| panic!("{s:?} reached the upstream"));
             assert!(contract_valid_id(id), "{s:?} reached the upstream");
         }
+    }
+}
+
+/// Takes one off a count when dropped.
+struct Decrement(Arc<AtomicUsize>);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

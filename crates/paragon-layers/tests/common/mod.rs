@@ -85,6 +85,8 @@ pub enum Fail {
     Limited(RateLimited),
     Open(CircuitOpen),
     Aborted,
+    /// The call's deadline passed (the retry layer's answer).
+    Deadline,
 }
 
 impl std::fmt::Display for Fail {
@@ -252,6 +254,10 @@ impl Pending {
     }
     pub fn fail(self, e: Fail) {
         self.answer(Err(e));
+    }
+    /// Whether the caller stopped waiting for this answer (its call was dropped).
+    pub fn is_cancelled(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
