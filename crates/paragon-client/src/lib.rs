@@ -42,6 +42,7 @@ pub use codec::ParagonCodec;
 pub use error::Error;
 pub use id::{is_id_byte, InvalidUserId, UserId, MAX_ID_LEN};
 pub use paragon_layers::cache::CacheStatus;
+pub use paragon_layers::Priority;
 pub use request::{Endpoint, ParagonRequest, ParagonResponse, Resource};
 pub use secret::Secret;
 pub use transport::{HttpTransport, TransportConfig, TransportError};

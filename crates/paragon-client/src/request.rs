@@ -1,7 +1,7 @@
 use std::borrow::Cow;
 
 use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};
-use paragon_layers::{CarriesWaits, WaitLedger};
+use paragon_layers::{CallPriority, CarriesWaits, Priority, WaitLedger};
 
 use crate::{Error, Fetched, User, UserId};
 
@@ -17,6 +17,9 @@ pub struct ParagonRequest {
     /// Filled by the rate limiter, read by the circuit breaker's slow-call rule; see
     /// [`paragon_layers::waits`].
     pub waits: WaitLedger,
+    /// Interactive (someone waits for it), or background (a cache refresh, a frontend's
+    /// prefetch): the rate limiter keeps the last of its burst for interactive calls.
+    pub priority: Priority,
 }
 
 /// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
@@ -33,7 +36,14 @@ impl ParagonRequest {
         ParagonRequest {
             endpoint,
             waits: WaitLedger::default(),
+            priority: Priority::Interactive,
         }
+    }
+
+    /// This request, with `priority`.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// `GET /users/{id}`.
@@ -57,6 +67,18 @@ impl CacheKey for ParagonRequest {
     #[inline]
     fn cache_key(&self) -> Cow<'_, Endpoint> {
         Cow::Borrowed(&self.endpoint)
+    }
+}
+
+impl CallPriority for ParagonRequest {
+    #[inline]
+    fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    #[inline]
+    fn set_priority(&mut self, priority: Priority) {
+        self.priority = priority;
     }
 }
 

@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use std::{borrow::Cow, time::Duration};
-//! use paragon_layers::{CarriesWaits, Clock, WaitLedger, cache::*, circuit_breaker::*, rate_limit::*};
+//! use paragon_layers::{CallPriority, CarriesWaits, Clock, Priority, WaitLedger, cache::*, circuit_breaker::*, rate_limit::*};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! // Any request that names its key and carries the ledger of its call's waits, any
@@ -43,6 +43,11 @@
 //! }
 //! impl CarriesWaits for Get {
 //!     fn wait_ledger(&mut self) -> &mut WaitLedger { &mut self.1 }
+//! }
+//! // Whether someone waits for the call (a cache's background refresh does not).
+//! impl CallPriority for Get {
+//!     fn priority(&self) -> Priority { Priority::Interactive }
+//!     fn set_priority(&mut self, _: Priority) {}
 //! }
 //! #[derive(Clone)]
 //! struct Doc(String, CacheStatus);
@@ -91,10 +96,12 @@ pub mod circuit_breaker;
 mod clock;
 #[cfg(feature = "redis")]
 pub mod fleet;
+pub mod priority;
 pub mod rate_limit;
 pub mod waits;
 
 pub use clock::{Clock, Timestamp};
+pub use priority::{CallPriority, Priority};
 pub use waits::{CarriesWaits, WaitLedger};
 
 /// A layer setting that cannot be used, naming the setting.

@@ -58,15 +58,23 @@ pub enum CacheStatus {
     Miss,
     /// The inner service could not answer; an expired entry within `stale_if_error` was served.
     Stale,
+    /// An expired entry within `stale_while_revalidate`, answered at once while one
+    /// background refresh of it runs.
+    Updating,
+    /// The entry was expired; the inner service said it had not changed, so it was
+    /// renewed and served (a conditional refresh answered "not modified").
+    Revalidated,
 }
 
 impl CacheStatus {
-    /// `HIT`, `MISS` or `STALE`, as in an `x-cache` header.
+    /// `HIT`, `MISS`, `STALE`, `UPDATING` or `REVALIDATED`, as in an `x-cache` header.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Stale => "STALE",
+            CacheStatus::Updating => "UPDATING",
+            CacheStatus::Revalidated => "REVALIDATED",
         }
     }
 }

@@ -9,11 +9,11 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
 
-use super::freshness::{Freshness, Lifetime};
+use super::freshness::{jittered_ttl, mix, Freshness, Grace, Lifetime};
 use super::layer::CacheConfig;
-use super::store::{Entry, Table};
+use super::store::{Entry, Lookup, Table};
 use super::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted};
-use crate::Clock;
+use crate::{CallPriority, Clock, Priority};
 
 use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry, TierError};
 
@@ -66,6 +66,8 @@ pub(crate) struct Shared<K, R, E> {
     clock: Clock,
     misses: AtomicU64,
     stale: AtomicU64,
+    updating: AtomicU64,
+    refreshes: AtomicU64,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
@@ -77,6 +79,8 @@ impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
             clock,
             misses: AtomicU64::new(0),
             stale: AtomicU64::new(0),
+            updating: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
         }
     }
 }
@@ -153,7 +157,7 @@ impl<S, Req, R, E> Service<Req> for Cache<S, Req, R, E>
 where
     S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
     S::Future: Send,
-    Req: CacheKey + Send + 'static,
+    Req: CacheKey + CallPriority + Send + 'static,
     R: CacheStatusSink + CacheWeight + Clone + Send + Sync + 'static,
     E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
 {
@@ -172,11 +176,20 @@ where
         let now = shared.clock.now();
         let key = req.cache_key();
         let hash = shared.table.hash(&key);
-        if let Some(stored) = shared.table.get_fresh(hash, &key, now) {
-            return Either::Left(futures_util::future::ready(answer(
-                stored,
-                CacheStatus::Hit,
-            )));
+        match shared.table.lookup(hash, &key, now) {
+            Lookup::Hit(stored) => {
+                return Either::Left(futures_util::future::ready(answer(
+                    stored,
+                    CacheStatus::Hit,
+                )))
+            }
+            Lookup::Updating(stored) => {
+                let key = key.into_owned();
+                return Either::Left(futures_util::future::ready(
+                    self.refresh_behind(stored, hash, key, req),
+                ));
+            }
+            Lookup::Miss => {}
         }
         let key = key.into_owned();
 
@@ -215,6 +228,49 @@ where
         // so a caller that gives up does not cancel the fill for the others.
         tokio::spawn(run);
         Either::Right(Box::pin(wait(flight)))
+    }
+}
+
+impl<S, Req, R, E> Cache<S, Req, R, E>
+where
+    S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    Req: CacheKey + CallPriority + Send + 'static,
+    R: CacheStatusSink + CacheWeight + Clone + Send + Sync + 'static,
+    E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
+{
+    /// Answers an entry within its `stale_while_revalidate` window at once, and starts
+    /// its background refresh unless one (or a fill) of the key runs already. The refresh
+    /// is a fill like a miss's, on its own task, marked as a background call; it leaves
+    /// the entry as it is when it fails, so it is still served stale within
+    /// `stale_if_error`.
+    #[cold]
+    #[inline(never)]
+    fn refresh_behind(
+        &self,
+        held: Held<R, E>,
+        hash: u64,
+        key: Req::Key,
+        mut req: Req,
+    ) -> Result<R, E> {
+        let shared = &self.shared;
+        shared.updating.fetch_add(1, Ordering::Relaxed);
+        let mut flights = shared.table.flights(hash);
+        if flights.get(hash, &key).is_none() {
+            let flight = Arc::new(FlightCell::new());
+            flights.insert(hash, key.clone(), flight.clone());
+            drop(flights);
+            shared.refreshes.fetch_add(1, Ordering::Relaxed);
+            req.set_priority(Priority::Background);
+            let fill = Fill {
+                shared: shared.clone(),
+                key,
+                hash,
+                tx: Some(flight),
+            };
+            tokio::spawn(fill.run(S::clone(&self.inner), req));
+        }
+        answer(held, CacheStatus::Updating)
     }
 }
 
@@ -279,14 +335,18 @@ where
         S::Future: Send,
         Req: Send,
     {
+        let config = &self.shared.config;
+        // Each entry its own TTL, so entries stored together expire spread out.
+        let draw = mix(self.hash ^ self.shared.clock.now().0);
+        let ttl = jittered_ttl(config.ttl, config.ttl_jitter, draw);
         let filled = match &self.shared.tier {
             None => Filled::Upstream {
                 result: inner.oneshot(req).await,
                 tier_stale: None,
             },
-            Some(link) => fill_through_tier(link, &self.shared.config, &self.key, inner, req).await,
+            Some(link) => fill_through_tier(link, config, ttl, &self.key, inner, req).await,
         };
-        let outcome = self.store(filled);
+        let outcome = self.store(filled, ttl);
         if let Some(tx) = self.tx.take() {
             self.withdraw(&tx);
             // Out of the registry, no one can start waiting on it any more; the others
@@ -299,7 +359,7 @@ where
     }
 
     /// Records the result of the fill and decides what the waiters get.
-    fn store(&self, filled: Filled<R, E>) -> Outcome<R, E> {
+    fn store(&self, filled: Filled<R, E>, ttl: Duration) -> Outcome<R, E> {
         let shared = &self.shared;
         let config = &shared.config;
         let now = shared.clock.now();
@@ -310,14 +370,11 @@ where
         let (result, tier_stale) = match filled {
             Filled::Shared { value, fresh_for } => {
                 let fresh_until = now.after(fresh_for);
-                let (outcome, stale) = match &value {
-                    Stored::Value(r) => (Ok((r.clone(), CacheStatus::Hit)), config.stale_if_error),
-                    Stored::Negative(e) => (Err(e.clone()), Duration::ZERO),
+                let (outcome, grace) = match &value {
+                    Stored::Value(r) => (Ok((r.clone(), CacheStatus::Hit)), config.grace()),
+                    Stored::Negative(e) => (Err(e.clone()), Grace::NONE),
                 };
-                let life = Lifetime {
-                    fresh_until,
-                    stale_until: fresh_until.after(stale),
-                };
+                let life = Lifetime::until(fresh_until, grace);
                 let value = hold(value);
                 let w = weight(&value);
                 shard.put(hash, key, Entry { value, life }, w, now);
@@ -327,7 +384,7 @@ where
         };
         match result {
             Ok(r) => {
-                let life = Lifetime::new(now, config.ttl, config.stale_if_error);
+                let life = Lifetime::new(now, ttl, config.grace());
                 let value = Stored::Value(r.clone());
                 shard.put(hash, key, Entry { value, life }, r.cache_weight(), now);
                 Ok((r, CacheStatus::Miss))
@@ -336,7 +393,7 @@ where
                 if config.negative_ttl > Duration::ZERO {
                     let entry = Entry {
                         value: hold(Stored::Negative(e.clone())),
-                        life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
+                        life: Lifetime::new(now, config.negative_ttl, Grace::NONE),
                     };
                     shard.put(hash, key, entry, 0, now);
                 } else {
@@ -352,7 +409,8 @@ where
                         life,
                     }) => {
                         let dead = life.at(now) == Freshness::Dead;
-                        ((!dead && e.serve_stale()).then(|| r.clone()), dead)
+                        let usable = now < life.stale_until() && e.serve_stale();
+                        (usable.then(|| r.clone()), dead)
                     }
                     Some(entry) => (None, entry.life.at(now) == Freshness::Dead),
                     None => (None, false),
@@ -377,6 +435,7 @@ where
 async fn fill_through_tier<S, Req, K, R, E>(
     link: &TierLink<K, R, E>,
     config: &CacheConfig,
+    ttl: Duration,
     key: &K,
     inner: S,
     req: Req,
@@ -407,9 +466,10 @@ where
                 let result = inner.oneshot(req).await;
                 match &result {
                     Ok(r) => {
+                        // Kept as long as either window after the TTL needs it.
+                        let grace = config.stale_if_error.max(config.stale_while_revalidate);
                         let value = Stored::Value(r.clone());
-                        tier.publish(key, token, &value, config.ttl, config.stale_if_error)
-                            .await;
+                        tier.publish(key, token, &value, ttl, grace).await;
                     }
                     Err(e) if e.is_negative() && !config.negative_ttl.is_zero() => {
                         let value = Stored::Negative(e.clone());
@@ -466,6 +526,10 @@ pub struct CacheStats {
     pub misses: u64,
     /// Stale answers served.
     pub stale: u64,
+    /// Expired entries answered at once while refreshed (`stale_while_revalidate`).
+    pub updating: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
 }
 
 impl CacheStats {
@@ -547,6 +611,8 @@ impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + '
             hits: self.shared.table.hits(),
             misses: self.shared.misses.load(Ordering::Relaxed),
             stale: self.shared.stale.load(Ordering::Relaxed),
+            updating: self.shared.updating.load(Ordering::Relaxed),
+            refreshes: self.shared.refreshes.load(Ordering::Relaxed),
         }
     }
 

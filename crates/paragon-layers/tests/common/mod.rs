@@ -14,18 +14,46 @@ use paragon_layers::cache::{
 };
 use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
 use paragon_layers::rate_limit::{RateLimited, UpstreamThrottle};
-use paragon_layers::{CarriesWaits, Clock, Timestamp, WaitLedger};
+use paragon_layers::{CallPriority, CarriesWaits, Clock, Priority, Timestamp, WaitLedger};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-/// A request for document `n`, with the ledger of its call's waits; its own cache key
-/// (the ledger takes no part in equality).
+/// A request for document `n`, with the ledger of its call's waits and its priority;
+/// its own cache key (the ledger and the priority take no part in equality).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Get(pub u32, pub WaitLedger);
+pub struct Get(pub u32, pub WaitLedger, pub Prio);
 
 impl Get {
     pub fn new(n: u32) -> Get {
-        Get(n, WaitLedger::default())
+        Get(n, WaitLedger::default(), Prio::default())
+    }
+
+    /// A request for `n` made ahead of need.
+    pub fn background(n: u32) -> Get {
+        Get(n, WaitLedger::default(), Prio(Priority::Background))
+    }
+}
+
+/// The priority of a [`Get`]; every two compare equal, so it stays out of the key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prio(pub Priority);
+
+impl PartialEq for Prio {
+    fn eq(&self, _: &Prio) -> bool {
+        true
+    }
+}
+impl Eq for Prio {}
+impl std::hash::Hash for Prio {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl CallPriority for Get {
+    fn priority(&self) -> Priority {
+        self.2 .0
+    }
+    fn set_priority(&mut self, priority: Priority) {
+        self.2 = Prio(priority);
     }
 }
 
@@ -206,7 +234,7 @@ impl Scripted {
         *self.delay.lock() = Some(d);
     }
 
-    fn answer(&self, Get(n, _): Get) -> impl Future<Output = Answer> + Send + 'static {
+    fn answer(&self, Get(n, ..): Get) -> impl Future<Output = Answer> + Send + 'static {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(clock) = &self.clock {
             self.times.lock().push(clock.now());
