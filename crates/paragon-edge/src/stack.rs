@@ -134,6 +134,8 @@ pub fn cache_config(config: &Config) -> Result<CacheConfig, BuildError> {
         .max_bytes(c.max_bytes)
         .stale_if_error(c.stale_if_error.0)
         .negative_ttl(c.negative_ttl.0)
+        .ttl_jitter(c.ttl_jitter)
+        .stale_while_revalidate(c.stale_while_revalidate.0)
         .build()
         .map_err(|source| BuildError::Layer {
             section: "cache",
