@@ -1,6 +1,7 @@
 use std::borrow::Cow;
 
 use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};
+use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport};
 use paragon_layers::{CallPriority, CarriesWaits, Priority, WaitLedger};
 
 use crate::{Error, Fetched, User, UserId};
@@ -20,6 +21,9 @@ pub struct ParagonRequest {
     /// Interactive (someone waits for it), or background (a cache refresh, a frontend's
     /// prefetch): the rate limiter keeps the last of its burst for interactive calls.
     pub priority: Priority,
+    /// Where the transport leaves the quota ParagoN advertised on its answer, for the
+    /// rate limiter; see [`paragon_layers::rate_limit::QuotaReport`].
+    pub quota: QuotaReport,
 }
 
 /// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
@@ -37,6 +41,7 @@ impl ParagonRequest {
             endpoint,
             waits: WaitLedger::default(),
             priority: Priority::Interactive,
+            quota: QuotaReport::default(),
         }
     }
 
@@ -79,6 +84,13 @@ impl CallPriority for ParagonRequest {
     #[inline]
     fn set_priority(&mut self, priority: Priority) {
         self.priority = priority;
+    }
+}
+
+impl CarriesQuotaReport for ParagonRequest {
+    #[inline]
+    fn quota_report(&mut self) -> &mut QuotaReport {
+        &mut self.quota
     }
 }
 

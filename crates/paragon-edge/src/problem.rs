@@ -191,6 +191,9 @@ impl Problem {
                     paragon_layers::rate_limit::RateLimitCause::UpstreamPause => {
                         "ParagoN asked us to slow down; upstream calls are paused"
                     }
+                    paragon_layers::rate_limit::RateLimitCause::UpstreamQuota => {
+                        "ParagoN's advertised quota has no call left for now; calls are paced to its reset"
+                    }
                 };
                 Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", "Rate limited", detail)
                     .retry_after(r.retry_after)

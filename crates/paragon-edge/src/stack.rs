@@ -96,6 +96,13 @@ impl RateStore for EdgeStore {
             EdgeStore::Redis(r) => r.try_acquire_now(gcra, max_wait),
         }
     }
+
+    fn quota_sharers(&self) -> u32 {
+        match self {
+            EdgeStore::Memory(m) => m.quota_sharers(),
+            EdgeStore::Redis(r) => r.quota_sharers(),
+        }
+    }
 }
 
 /// How long a fleet-wide cache fill claim is held: the upstream timeout and a margin.
@@ -168,6 +175,8 @@ pub fn rate_limit_config(config: &Config) -> Result<RateLimitConfig, BuildError>
         .burst(r.burst)
         .max_wait(r.max_wait.0)
         .max_pause(r.max_pause.0)
+        .follow_upstream(r.follow_upstream)
+        .background_reserve(r.background_reserve)
         .build()
         .map_err(|source| BuildError::Layer {
             section: "rate_limit",

@@ -101,3 +101,115 @@ async fn the_edges_own_429s_describe_its_budget_in_ratelimit_headers() {
         Some(format!("\"client\";r=0;t={}", r.retry_after()))
     );
 }
+
+#[tokio::test]
+async fn paced_by_paragons_advertised_quota_the_edge_never_gets_its_429() {
+    // ParagoN allows 10 calls per 5 s and says so on every answer; our own budget is
+    // far larger. Twenty uncached users asked over two seconds.
+    let edge = common::start_edge_with(
+        "[rate_limit]\nmax_requests = 10000\nwindow = \"1s\"",
+        paragon_sim::SimConfig {
+            faults: paragon_sim::Faults {
+                quota: Some(10),
+                quota_window: Some("5s".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut ok = 0;
+    let mut held = 0;
+    for n in 0..20 {
+        let r = edge.get(&format!("/v1/users/p{n}")).await;
+        match r.status {
+            200 => ok += 1,
+            429 => {
+                // Answered like our own budget's refusal.
+                assert_problem(&r, 429);
+                assert!(r.retry_after() >= 1);
+                assert_eq!(r.json()["type"], "urn:paragon-edge:problem:rate-limited");
+                held += 1;
+            }
+            s => panic!("unexpected {s}: {}", r.text()),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stats = edge.sim.sim().stats();
+    assert_eq!(
+        stats.by_status.get(&429).copied().unwrap_or(0),
+        0,
+        "{stats:?}"
+    );
+    assert!(ok >= 2 && held >= 5, "ok {ok}, held {held}");
+    let status = edge.status().await;
+    assert!(
+        status["rate_limit"]["upstream_quota"]["remaining"].is_u64(),
+        "{status}"
+    );
+    let m = edge.metrics().await;
+    assert_eq!(
+        common::metric(
+            &m,
+            "paragon_edge_rate_limit_rejections_total{cause=\"upstream_quota\"}"
+        ),
+        f64::from(held)
+    );
+
+    // Without follow_upstream the same requests overrun ParagoN's quota.
+    let edge = common::start_edge_with(
+        "[rate_limit]\nmax_requests = 10000\nwindow = \"1s\"\nfollow_upstream = false",
+        paragon_sim::SimConfig {
+            faults: paragon_sim::Faults {
+                quota: Some(10),
+                quota_window: Some("5s".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    for n in 0..12 {
+        edge.get(&format!("/v1/users/p{n}")).await;
+    }
+    assert!(
+        edge.sim
+            .sim()
+            .stats()
+            .by_status
+            .get(&429)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn a_prefetch_is_refused_before_the_last_of_the_burst_an_interactive_request_is_not() {
+    // A burst of 5, 40 % kept from background calls: prefetches get 3, users all 5.
+    let edge =
+        start_edge("[rate_limit]\nmax_requests = 5\nwindow = \"60s\"\nbackground_reserve = 0.4")
+            .await;
+    let mut prefetched = 0;
+    for n in 0..5 {
+        let r = edge
+            .get_with(&format!("/v1/users/b{n}"), &[("sec-purpose", "prefetch")])
+            .await;
+        if r.status == 200 {
+            prefetched += 1;
+        } else {
+            assert_problem(&r, 429);
+        }
+    }
+    assert_eq!(prefetched, 3);
+    // What is left is the users'.
+    for n in 0..2 {
+        let r = edge.get(&format!("/v1/users/i{n}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let m = edge.metrics().await;
+    assert_eq!(
+        common::metric(&m, "paragon_edge_rate_limit_background_rejections_total"),
+        2.0
+    );
+}

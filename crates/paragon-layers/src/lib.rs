@@ -36,13 +36,17 @@
 //! // Any request that names its key and carries the ledger of its call's waits, any
 //! // response that takes a cache status, any error that says what it means for each layer.
 //! #[derive(Clone, PartialEq, Eq, Hash)]
-//! struct Get(String, WaitLedger);
+//! struct Get(String, WaitLedger, QuotaReport);
 //! impl CacheKey for Get {
 //!     type Key = Get;
 //!     fn cache_key(&self) -> Cow<'_, Get> { Cow::Borrowed(self) }
 //! }
 //! impl CarriesWaits for Get {
 //!     fn wait_ledger(&mut self) -> &mut WaitLedger { &mut self.1 }
+//! }
+//! // Where the bottom of the stack leaves the quota the upstream advertised, if it does.
+//! impl CarriesQuotaReport for Get {
+//!     fn quota_report(&mut self) -> &mut QuotaReport { &mut self.2 }
 //! }
 //! // Whether someone waits for the call (a cache's background refresh does not).
 //! impl CallPriority for Get {
@@ -74,7 +78,7 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let clock = Clock::tokio();
-//! let upstream = tower::service_fn(|Get(id, _): Get| async move {
+//! let upstream = tower::service_fn(|Get(id, ..): Get| async move {
 //!     Ok::<_, Fail>(Doc(format!("document {id}"), CacheStatus::Miss))
 //! });
 //! let cache = CacheLayer::new(CacheConfig::builder(Duration::from_secs(300)).max_entries(100_000).build().unwrap(), clock.clone());
@@ -83,8 +87,8 @@
 //!     .layer(CircuitBreakerLayer::new(BreakerConfig::default(), clock.clone()))
 //!     .layer(RateLimitLayer::memory(RateLimitConfig::builder(100, Duration::from_secs(60)).build().unwrap(), clock))
 //!     .service(upstream);
-//! let first = stack.clone().oneshot(Get("a".into(), WaitLedger::default())).await.unwrap();
-//! let second = stack.clone().oneshot(Get("a".into(), WaitLedger::default())).await.unwrap();
+//! let first = stack.clone().oneshot(Get("a".into(), WaitLedger::default(), QuotaReport::default())).await.unwrap();
+//! let second = stack.clone().oneshot(Get("a".into(), WaitLedger::default(), QuotaReport::default())).await.unwrap();
 //! assert_eq!((first.1, second.1), (CacheStatus::Miss, CacheStatus::Hit));
 //! # });
 //! ```

@@ -175,6 +175,10 @@ pub struct RateLimitSection {
     pub max_wait: Dur,
     /// Longest pause that one ParagoN 429 can impose.
     pub max_pause: Dur,
+    /// Also obey the quota ParagoN advertises on its answers.
+    pub follow_upstream: bool,
+    /// Share of the burst (0 to 1) background calls never take.
+    pub background_reserve: f64,
     /// `memory`, or `redis`: one budget for every instance.
     pub backend: Backend,
 }
@@ -188,6 +192,8 @@ impl Default for RateLimitSection {
             burst: 0,
             max_wait: Dur::secs(0),
             max_pause: Dur::secs(900),
+            follow_upstream: true,
+            background_reserve: 0.2,
             backend: Backend::Memory,
         }
     }
@@ -448,6 +454,15 @@ impl Config {
         }
         positive("rate_limit.window", self.rate_limit.window)?;
         positive("rate_limit.max_pause", self.rate_limit.max_pause)?;
+        if !(0.0..=1.0).contains(&self.rate_limit.background_reserve) {
+            return Err(invalid(
+                "rate_limit.background_reserve",
+                format!(
+                    "{} is not between 0 and 1",
+                    self.rate_limit.background_reserve
+                ),
+            ));
+        }
         let cl = &self.client_limit;
         cl.client_key()?;
         if cl.max_requests == 0 {
@@ -654,6 +669,14 @@ mod tests {
             ("[rate_limit]\nmax_requests = 0", "rate_limit.max_requests"),
             ("[rate_limit]\nmax_requests = -1", "rate_limit.max_requests"),
             ("[rate_limit]\nbackend = \"etcd\"", "rate_limit.backend"),
+            (
+                "[rate_limit]\nbackground_reserve = 1.2",
+                "rate_limit.background_reserve",
+            ),
+            (
+                "[rate_limit]\nfollow_upstream = \"yes\"",
+                "rate_limit.follow_upstream",
+            ),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
             (
                 "[server]\nbrowser_cache = \"public\"",

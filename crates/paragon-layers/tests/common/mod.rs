@@ -13,7 +13,7 @@ use paragon_layers::cache::{
     CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted,
 };
 use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
-use paragon_layers::rate_limit::{RateLimited, UpstreamThrottle};
+use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport, RateLimited, UpstreamThrottle};
 use paragon_layers::{CallPriority, CarriesWaits, Clock, Priority, Timestamp, WaitLedger};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -21,16 +21,32 @@ use tokio::sync::{mpsc, oneshot};
 /// A request for document `n`, with the ledger of its call's waits and its priority;
 /// its own cache key (the ledger and the priority take no part in equality).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Get(pub u32, pub WaitLedger, pub Prio);
+pub struct Get(pub u32, pub WaitLedger, pub Prio, pub QuotaReport);
 
 impl Get {
     pub fn new(n: u32) -> Get {
-        Get(n, WaitLedger::default(), Prio::default())
+        Get(
+            n,
+            WaitLedger::default(),
+            Prio::default(),
+            QuotaReport::default(),
+        )
     }
 
     /// A request for `n` made ahead of need.
     pub fn background(n: u32) -> Get {
-        Get(n, WaitLedger::default(), Prio(Priority::Background))
+        Get(
+            n,
+            WaitLedger::default(),
+            Prio(Priority::Background),
+            QuotaReport::default(),
+        )
+    }
+}
+
+impl CarriesQuotaReport for Get {
+    fn quota_report(&mut self) -> &mut QuotaReport {
+        &mut self.3
     }
 }
 
