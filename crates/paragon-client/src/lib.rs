@@ -46,4 +46,4 @@ pub use paragon_layers::Priority;
 pub use request::{Endpoint, ParagonRequest, ParagonResponse, Resource};
 pub use secret::Secret;
 pub use transport::{HttpTransport, TransportConfig, TransportError};
-pub use user::{User, UserDecodeError};
+pub use user::{User, UserDecodeError, Validators};

@@ -1,10 +1,12 @@
 use std::borrow::Cow;
 
-use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};
+use paragon_layers::cache::{
+    CacheKey, CacheStatus, CacheStatusSink, CacheWeight, NotModified, Revalidate,
+};
 use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport};
 use paragon_layers::{CallPriority, CarriesWaits, Priority, WaitLedger};
 
-use crate::{Error, Fetched, User, UserId};
+use crate::{Error, Fetched, User, UserId, Validators};
 
 /// A request to ParagoN: what is asked, and the ledger of the time the protective layers
 /// waited on purpose during its call.
@@ -24,6 +26,9 @@ pub struct ParagonRequest {
     /// Where the transport leaves the quota ParagoN advertised on its answer, for the
     /// rate limiter; see [`paragon_layers::rate_limit::QuotaReport`].
     pub quota: QuotaReport,
+    /// When set, the request is conditional: ParagoN answers `304` if the version these
+    /// validators name is still current.
+    pub conditional: Option<Box<Validators>>,
 }
 
 /// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
@@ -42,6 +47,7 @@ impl ParagonRequest {
             waits: WaitLedger::default(),
             priority: Priority::Interactive,
             quota: QuotaReport::default(),
+            conditional: None,
         }
     }
 
@@ -87,6 +93,29 @@ impl CallPriority for ParagonRequest {
     }
 }
 
+/// A refill is conditional on the cached user's validators, when ParagoN sent any.
+impl Revalidate<ParagonResponse> for ParagonRequest {
+    fn revalidate_against(&mut self, cached: &ParagonResponse) -> bool {
+        match &cached.resource {
+            Resource::User(user) => match user.validators() {
+                Some(v) => {
+                    self.conditional = Some(Box::new(v.clone()));
+                    true
+                }
+                None => false,
+            },
+            Resource::NotModified => false,
+        }
+    }
+}
+
+impl NotModified for ParagonResponse {
+    #[inline]
+    fn is_not_modified(&self) -> bool {
+        matches!(self.resource, Resource::NotModified)
+    }
+}
+
 impl CarriesQuotaReport for ParagonRequest {
     #[inline]
     fn quota_report(&mut self) -> &mut QuotaReport {
@@ -107,6 +136,9 @@ impl CarriesWaits for ParagonRequest {
 pub enum Resource {
     /// A user document.
     User(User),
+    /// `304`: the version a conditional request named is still current. Only the cache
+    /// makes conditional requests, and it answers its entry instead.
+    NotModified,
 }
 
 /// ParagoN's answer, with how the stack produced it.
@@ -149,6 +181,7 @@ impl CacheWeight for ParagonResponse {
     fn cache_weight(&self) -> usize {
         match &self.resource {
             Resource::User(user) => user.body_len(),
+            Resource::NotModified => 0,
         }
     }
 }

@@ -7,14 +7,16 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use http::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
+use http::header::{
+    HeaderMap, AUTHORIZATION, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
+};
 use http::HeaderValue;
 use tower::Service;
 use url::Url;
 
 use paragon_layers::rate_limit::UpstreamQuota;
 
-use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, Secret, User};
+use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, Secret, User, Validators};
 
 /// Settings of the HTTP transport.
 #[derive(Clone, Debug)]
@@ -170,6 +172,14 @@ impl Service<ParagonRequest> for HttpTransport {
             if let Some(auth) = &inner.auth {
                 builder = builder.header(AUTHORIZATION, auth.clone());
             }
+            if let Some(v) = &req.conditional {
+                if let Some(etag) = &v.etag {
+                    builder = builder.header(IF_NONE_MATCH, etag.as_str());
+                }
+                if let Some(date) = &v.last_modified {
+                    builder = builder.header(IF_MODIFIED_SINCE, date.as_str());
+                }
+            }
             let response = builder
                 .send()
                 .await
@@ -182,15 +192,24 @@ impl Service<ParagonRequest> for HttpTransport {
             }
             match status {
                 200 => {
+                    let header = |name| {
+                        response
+                            .headers()
+                            .get(name)
+                            .map(|v: &HeaderValue| v.as_bytes())
+                    };
+                    let validators = Validators::from_headers(header(ETAG), header(LAST_MODIFIED));
                     let body =
                         read_limited(response, inner.max_response_bytes, inner.timeout).await?;
                     match &req.endpoint {
                         Endpoint::GetUser(id) => {
-                            let user = User::decode(id, body)?;
+                            let user = User::decode(id, body)?.with_validators(validators);
                             Ok(ParagonResponse::new(Resource::User(user)))
                         }
                     }
                 }
+                // Only an answer to a conditional request: the cached version is current.
+                304 if req.conditional.is_some() => Ok(ParagonResponse::new(Resource::NotModified)),
                 404 => Err(Error::NotFound),
                 429 => Err(Error::UpstreamRateLimited {
                     retry_after: retry_after(response.headers(), SystemTime::now()),

@@ -401,6 +401,12 @@ impl Metrics {
                 "Background refreshes of expired entries started",
                 c.refreshes,
             );
+            counter(
+                r,
+                "paragon_edge_cache_revalidated",
+                "Refills ParagoN answered 304 Not Modified: entries renewed without a body",
+                c.revalidated,
+            );
             r.register(
                 "paragon_edge_cache_entries",
                 "Entries in the cache",

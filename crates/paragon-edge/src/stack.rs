@@ -143,6 +143,7 @@ pub fn cache_config(config: &Config) -> Result<CacheConfig, BuildError> {
         .negative_ttl(c.negative_ttl.0)
         .ttl_jitter(c.ttl_jitter)
         .stale_while_revalidate(c.stale_while_revalidate.0)
+        .revalidate(c.revalidate)
         .build()
         .map_err(|source| BuildError::Layer {
             section: "cache",

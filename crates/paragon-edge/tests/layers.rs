@@ -412,6 +412,7 @@ async fn metrics_pass_promtool_check() {
         "paragon_edge_cache_stale_total",
         "paragon_edge_cache_updating_total",
         "paragon_edge_cache_refreshes_total",
+        "paragon_edge_cache_revalidated_total",
         "paragon_edge_cache_entries",
         "paragon_edge_cache_bytes",
         "paragon_edge_rate_limit_admitted_total",

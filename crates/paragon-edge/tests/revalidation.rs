@@ -97,3 +97,85 @@ async fn past_its_ttl_a_user_is_answered_at_once_while_one_refresh_runs() {
     .await;
     assert_eq!(edge.served("u1"), 2, "one refresh for twenty callers");
 }
+
+fn etag_sim() -> paragon_sim::SimConfig {
+    paragon_sim::SimConfig {
+        faults: paragon_sim::Faults {
+            etags: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_user_is_refreshed_with_a_304_and_a_changed_one_with_its_new_body() {
+    let edge = common::start_edge_with(
+        "[cache]\nttl = \"200ms\"\nttl_jitter = 0.0\nstale_if_error = \"0s\"",
+        etag_sim(),
+    )
+    .await;
+    let first = edge.get("/v1/users/u1").await;
+    assert_eq!(first.header("x-cache").as_deref(), Some("MISS"));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Expired: the refill is conditional, ParagoN answers 304, the entry is renewed.
+    let r = edge.get("/v1/users/u1").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-cache").as_deref(), Some("REVALIDATED"));
+    assert_eq!(r.body, first.body);
+    assert_eq!(
+        r.header("etag"),
+        first.header("etag"),
+        "same body, same tag"
+    );
+    let stats = edge.sim.sim().stats();
+    assert_eq!(
+        (stats.conditional, stats.by_status.get(&304).copied()),
+        (1, Some(1))
+    );
+    assert_eq!(
+        edge.get("/v1/users/u1").await.header("x-cache").as_deref(),
+        Some("HIT")
+    );
+
+    // The user changes: the next refill brings its new version.
+    edge.sim.sim().change_user("u1");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let r = edge.get("/v1/users/u1").await;
+    assert_eq!(r.header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(r.json()["version"], 2);
+    assert_ne!(r.header("etag"), first.header("etag"));
+
+    // With revalidate off, every refill downloads the body again.
+    let edge = common::start_edge_with(
+        "[cache]\nttl = \"200ms\"\nttl_jitter = 0.0\nrevalidate = false",
+        etag_sim(),
+    )
+    .await;
+    edge.get("/v1/users/u1").await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let r = edge.get("/v1/users/u1").await;
+    assert_eq!(r.header("x-cache").as_deref(), Some("MISS"));
+    assert_eq!(edge.sim.sim().stats().conditional, 0);
+}
+
+#[tokio::test]
+async fn a_background_refresh_of_an_unchanged_user_is_a_304() {
+    let edge = common::start_edge_with(
+        "[cache]\nttl = \"200ms\"\nttl_jitter = 0.0\nstale_while_revalidate = \"60s\"",
+        etag_sim(),
+    )
+    .await;
+    edge.get("/v1/users/u1").await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let r = edge.get("/v1/users/u1").await;
+    assert_eq!(r.header("x-cache").as_deref(), Some("UPDATING"));
+    wait_until("the refresh's 304", || async {
+        edge.sim.sim().stats().by_status.get(&304).copied() == Some(1)
+    })
+    .await;
+    wait_until("the renewed entry", || async {
+        edge.get("/v1/users/u1").await.header("x-cache").as_deref() == Some("HIT")
+    })
+    .await;
+}

@@ -58,6 +58,9 @@
 //! impl CacheStatusSink for Doc { fn set_cache_status(&mut self, s: CacheStatus) { self.1 = s } }
 //! // What an answer weighs, for the cache's bound on bytes.
 //! impl CacheWeight for Doc { fn cache_weight(&self) -> usize { self.0.len() } }
+//! // This toy has no ETag: a refill is never conditional, never "not modified".
+//! impl Revalidate<Doc> for Get { fn revalidate_against(&mut self, _: &Doc) -> bool { false } }
+//! impl NotModified for Doc { fn is_not_modified(&self) -> bool { false } }
 //! #[derive(Clone, Debug)]
 //! enum Fail { Upstream, Limited(RateLimited), Open(CircuitOpen), Aborted }
 //! impl From<RateLimited> for Fail { fn from(e: RateLimited) -> Self { Fail::Limited(e) } }

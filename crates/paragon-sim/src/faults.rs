@@ -63,6 +63,11 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Share of requests whose connection is closed without any response.
     pub drop_rate: f64,
+    /// When true, a user answer carries an `ETag` and a `Last-Modified` of its version,
+    /// and a request whose `If-None-Match` names the current tag (or whose
+    /// `If-Modified-Since` is not older than its version) gets `304` without a body.
+    /// It still counts against `quota`.
+    pub etags: bool,
 }
 
 impl Faults {

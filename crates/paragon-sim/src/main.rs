@@ -71,6 +71,10 @@ struct Cli {
     /// Share of requests whose connection is closed without an answer.
     #[arg(long, value_parser = rate, default_value_t = 0.0)]
     drop_rate: f64,
+    /// Send ETag and Last-Modified on users, and answer 304 to a conditional request
+    /// whose user has not changed (change one with POST /_sim/users/{id}/change).
+    #[arg(long)]
+    etags: bool,
 }
 
 fn rate(text: &str) -> Result<f64, String> {
@@ -107,6 +111,7 @@ impl Cli {
             trickle_rate: self.trickle_rate,
             reset_rate: self.reset_rate,
             drop_rate: self.drop_rate,
+            etags: self.etags,
         };
         let config = SimConfig {
             api_key: self.api_key,

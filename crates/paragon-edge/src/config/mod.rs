@@ -137,6 +137,8 @@ pub struct CacheSection {
     /// After expiry, answer at once from the old entry this long while one background
     /// refresh runs; 0 off.
     pub stale_while_revalidate: Dur,
+    /// Refresh an entry that has ParagoN's validators with a conditional request.
+    pub revalidate: bool,
     /// How long 404 answers are cached; 0 never.
     pub negative_ttl: Dur,
     /// `memory`, or `redis` as a shared second tier.
@@ -153,6 +155,7 @@ impl Default for CacheSection {
             max_bytes: 268_435_456,
             stale_if_error: Dur::secs(600),
             stale_while_revalidate: Dur::secs(0),
+            revalidate: true,
             negative_ttl: Dur::secs(0),
             backend: Backend::Memory,
         }

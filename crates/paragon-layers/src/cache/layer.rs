@@ -35,6 +35,9 @@ pub struct CacheConfig {
     /// [`CacheStatus::Updating`](super::CacheStatus::Updating)) while one background
     /// refresh of it runs; zero refreshes only on a miss.
     pub stale_while_revalidate: Duration,
+    /// Refill an expired entry with a request made conditional on it (see
+    /// [`Revalidate`](super::Revalidate)), so an unchanged answer costs no body.
+    pub revalidate: bool,
 }
 
 impl CacheConfig {
@@ -66,6 +69,7 @@ impl CacheConfig {
             negative_ttl: Duration::ZERO,
             ttl_jitter: 0.0,
             stale_while_revalidate: Duration::ZERO,
+            revalidate: false,
         }
     }
 }
@@ -82,9 +86,16 @@ pub struct CacheConfigBuilder {
     negative_ttl: Duration,
     ttl_jitter: f64,
     stale_while_revalidate: Duration,
+    revalidate: bool,
 }
 
 impl CacheConfigBuilder {
+    /// Sets `revalidate`.
+    pub fn revalidate(mut self, on: bool) -> Self {
+        self.revalidate = on;
+        self
+    }
+
     /// Sets `ttl_jitter` (from 0 to 1).
     pub fn ttl_jitter(mut self, share: f64) -> Self {
         self.ttl_jitter = share;
@@ -139,6 +150,7 @@ impl CacheConfigBuilder {
             negative_ttl: self.negative_ttl,
             ttl_jitter: self.ttl_jitter,
             stale_while_revalidate: self.stale_while_revalidate,
+            revalidate: self.revalidate,
         })
     }
 }

@@ -12,7 +12,10 @@ use tower::{Service, ServiceExt};
 use super::freshness::{jittered_ttl, mix, Freshness, Grace, Lifetime};
 use super::layer::CacheConfig;
 use super::store::{Entry, Lookup, Table};
-use super::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted};
+use super::{
+    CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted, NotModified,
+    Revalidate,
+};
 use crate::{CallPriority, Clock, Priority};
 
 use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry, TierError};
@@ -68,6 +71,7 @@ pub(crate) struct Shared<K, R, E> {
     stale: AtomicU64,
     updating: AtomicU64,
     refreshes: AtomicU64,
+    revalidated: AtomicU64,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
@@ -81,6 +85,7 @@ impl<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> Shared<K, R, E> {
             stale: AtomicU64::new(0),
             updating: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
+            revalidated: AtomicU64::new(0),
         }
     }
 }
@@ -157,8 +162,8 @@ impl<S, Req, R, E> Service<Req> for Cache<S, Req, R, E>
 where
     S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
     S::Future: Send,
-    Req: CacheKey + CallPriority + Send + 'static,
-    R: CacheStatusSink + CacheWeight + Clone + Send + Sync + 'static,
+    Req: CacheKey + CallPriority + Revalidate<R> + Send + 'static,
+    R: CacheStatusSink + CacheWeight + NotModified + Clone + Send + Sync + 'static,
     E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
 {
     type Response = R;
@@ -212,11 +217,22 @@ where
         flights.insert(hash, key.clone(), flight.clone());
         drop(flights);
         shared.misses.fetch_add(1, Ordering::Relaxed);
+        let mut req = req;
+        // An expired entry still held: ask the upstream whether it is still current.
+        let cached = if shared.config.revalidate {
+            match shared.table.peek(hash, &key) {
+                Some(Stored::Value(r)) if req.revalidate_against(&r) => Some(r),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let fill = Fill {
             shared: shared.clone(),
             key,
             hash,
             tx: Some(flight.clone()),
+            cached,
         };
         // A fill that the inner service answers at once (a shared-tier hit, an in-memory
         // upstream) is answered here, with no task and no wake-up.
@@ -235,8 +251,8 @@ impl<S, Req, R, E> Cache<S, Req, R, E>
 where
     S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
     S::Future: Send,
-    Req: CacheKey + CallPriority + Send + 'static,
-    R: CacheStatusSink + CacheWeight + Clone + Send + Sync + 'static,
+    Req: CacheKey + CallPriority + Revalidate<R> + Send + 'static,
+    R: CacheStatusSink + CacheWeight + NotModified + Clone + Send + Sync + 'static,
     E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
 {
     /// Answers an entry within its `stale_while_revalidate` window at once, and starts
@@ -262,11 +278,18 @@ where
             drop(flights);
             shared.refreshes.fetch_add(1, Ordering::Relaxed);
             req.set_priority(Priority::Background);
+            let cached = match &held {
+                Stored::Value(r) if shared.config.revalidate && req.revalidate_against(r) => {
+                    Some(r.clone())
+                }
+                _ => None,
+            };
             let fill = Fill {
                 shared: shared.clone(),
                 key,
                 hash,
                 tx: Some(flight),
+                cached,
             };
             tokio::spawn(fill.run(S::clone(&self.inner), req));
         }
@@ -307,6 +330,8 @@ struct Fill<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> {
     key: K,
     hash: u64,
     tx: Option<Flight<R, E>>,
+    /// The answer the request was made conditional on, if it was.
+    cached: Option<R>,
 }
 
 /// Where a fill's answer came from.
@@ -326,8 +351,8 @@ enum Filled<R, E> {
 impl<K, R, E> Fill<K, R, E>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-    R: CacheWeight + Clone + Send + Sync + 'static,
-    E: CachePolicy + Clone + Send + Sync + 'static,
+    R: CacheWeight + NotModified + Clone + Send + Sync + 'static,
+    E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
 {
     async fn run<S, Req>(mut self, inner: S, req: Req) -> Outcome<R, E>
     where
@@ -344,7 +369,10 @@ where
                 result: inner.oneshot(req).await,
                 tier_stale: None,
             },
-            Some(link) => fill_through_tier(link, config, ttl, &self.key, inner, req).await,
+            Some(link) => {
+                let cached = self.cached.as_ref();
+                fill_through_tier(link, config, ttl, &self.key, cached, inner, req).await
+            }
         };
         let outcome = self.store(filled, ttl);
         if let Some(tx) = self.tx.take() {
@@ -383,6 +411,17 @@ where
             Filled::Upstream { result, tier_stale } => (result, tier_stale),
         };
         match result {
+            Ok(r) if r.is_not_modified() => {
+                // The entry the request was conditional on is still current: renewed.
+                let Some(old) = self.cached.clone() else {
+                    return Err(E::from(FillAborted));
+                };
+                shared.revalidated.fetch_add(1, Ordering::Relaxed);
+                let life = Lifetime::new(now, ttl, config.grace());
+                let value = Stored::Value(old.clone());
+                shard.put(hash, key, Entry { value, life }, old.cache_weight(), now);
+                Ok((old, CacheStatus::Revalidated))
+            }
             Ok(r) => {
                 let life = Lifetime::new(now, ttl, config.grace());
                 let value = Stored::Value(r.clone());
@@ -437,13 +476,14 @@ async fn fill_through_tier<S, Req, K, R, E>(
     config: &CacheConfig,
     ttl: Duration,
     key: &K,
+    cached: Option<&R>,
     inner: S,
     req: Req,
 ) -> Filled<R, E>
 where
     S: Service<Req, Response = R, Error = E>,
     K: 'static,
-    R: Clone + 'static,
+    R: NotModified + Clone + 'static,
     E: CachePolicy + Clone + 'static,
 {
     let tier = &*link.tier;
@@ -466,10 +506,17 @@ where
                 let result = inner.oneshot(req).await;
                 match &result {
                     Ok(r) => {
-                        // Kept as long as either window after the TTL needs it.
+                        // Kept as long as either window after the TTL needs it; a "not
+                        // modified" renews the entry it was conditional on.
                         let grace = config.stale_if_error.max(config.stale_while_revalidate);
-                        let value = Stored::Value(r.clone());
-                        tier.publish(key, token, &value, ttl, grace).await;
+                        let current = if r.is_not_modified() { cached } else { Some(r) };
+                        match current {
+                            Some(r) => {
+                                let value = Stored::Value(r.clone());
+                                tier.publish(key, token, &value, ttl, grace).await;
+                            }
+                            None => tier.release(key, token).await,
+                        }
                     }
                     Err(e) if e.is_negative() && !config.negative_ttl.is_zero() => {
                         let value = Stored::Negative(e.clone());
@@ -530,6 +577,8 @@ pub struct CacheStats {
     pub updating: u64,
     /// Background refreshes started.
     pub refreshes: u64,
+    /// Refills the upstream answered "not modified": entries renewed without a body.
+    pub revalidated: u64,
 }
 
 impl CacheStats {
@@ -613,6 +662,7 @@ impl<K: std::hash::Hash + Eq + Clone + 'static, R: Clone + 'static, E: Clone + '
             stale: self.shared.stale.load(Ordering::Relaxed),
             updating: self.shared.updating.load(Ordering::Relaxed),
             refreshes: self.shared.refreshes.load(Ordering::Relaxed),
+            revalidated: self.shared.revalidated.load(Ordering::Relaxed),
         }
     }
 

@@ -343,6 +343,12 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         Lookup::Hit(value)
     }
 
+    /// The value of `key`'s entry, fresh or not; marks and counts nothing.
+    pub(crate) fn peek(&self, hash: u64, key: &K) -> Option<V> {
+        let guard = self.shard(hash).read();
+        guard.slot(hash, key).map(|slot| slot.entry.value.clone())
+    }
+
     /// Whether `key` has a fresh entry at `now`; marks and counts nothing.
     pub(crate) fn is_fresh(&self, hash: u64, key: &K, now: Timestamp) -> bool {
         let guard = self.shard(hash).read();

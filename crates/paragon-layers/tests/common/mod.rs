@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paragon_layers::cache::{
-    CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted,
+    CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted, NotModified,
+    Revalidate,
 };
 use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
 use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport, RateLimited, UpstreamThrottle};
@@ -41,6 +42,19 @@ impl Get {
             Prio(Priority::Background),
             QuotaReport::default(),
         )
+    }
+}
+
+/// A toy document has nothing to revalidate by: a refill is never conditional.
+impl Revalidate<Doc> for Get {
+    fn revalidate_against(&mut self, _: &Doc) -> bool {
+        false
+    }
+}
+
+impl NotModified for Doc {
+    fn is_not_modified(&self) -> bool {
+        false
     }
 }
 
