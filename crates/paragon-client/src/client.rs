@@ -9,6 +9,7 @@
 use tower::{Service, ServiceExt};
 
 use paragon_layers::cache::CacheStatus;
+use paragon_layers::Priority;
 
 use crate::{Error, ParagonRequest, ParagonResponse, User, UserId};
 
@@ -53,7 +54,17 @@ where
 
     /// `GET /users/{id}`, with the cache status of the answer.
     pub async fn fetch_user_with_status(&self, id: &UserId) -> Result<Fetched<User>, Error> {
-        self.call(ParagonRequest::get_user(id.clone()))
+        self.fetch_user_with(id, Priority::Interactive).await
+    }
+
+    /// `GET /users/{id}` as a call of `priority` (a prefetch is
+    /// [`Priority::Background`]), with the cache status of the answer.
+    pub async fn fetch_user_with(
+        &self,
+        id: &UserId,
+        priority: Priority,
+    ) -> Result<Fetched<User>, Error> {
+        self.call(ParagonRequest::get_user(id.clone()).with_priority(priority))
             .await
             .and_then(ParagonResponse::into_user)
     }

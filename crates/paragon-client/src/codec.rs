@@ -3,10 +3,12 @@
 use bytes::Bytes;
 use paragon_layers::cache::{CachedValue, TierCodec};
 
-use crate::{Endpoint, Error, ParagonResponse, Resource, User};
+use crate::{Endpoint, Error, ParagonResponse, Resource, User, Validators};
 
-/// Encodes user documents as their exact JSON bytes (tag `u`) and "no such user" as the
-/// tag `n`. Decoding re-validates the document against the requested id.
+/// Encodes user documents as their exact JSON bytes (tag `u`), or, when ParagoN sent
+/// validators, as tag `v`, the `ETag` and the `Last-Modified` (each a big-endian `u16`
+/// length and its bytes), then the JSON bytes; "no such user" is the tag `n`. Decoding
+/// re-validates the document against the requested id.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ParagonCodec;
 
@@ -25,10 +27,21 @@ impl TierCodec<Endpoint, ParagonResponse, Error> for ParagonCodec {
             }) => {
                 let raw = user.raw_json();
                 let mut out = Vec::with_capacity(raw.len() + 1);
-                out.push(b'u');
+                match user.validators() {
+                    None => out.push(b'u'),
+                    Some(v) => {
+                        out.push(b'v');
+                        for field in [&v.etag, &v.last_modified] {
+                            let bytes = field.as_deref().unwrap_or("").as_bytes();
+                            out.extend_from_slice(&u16::try_from(bytes.len()).ok()?.to_be_bytes());
+                            out.extend_from_slice(bytes);
+                        }
+                    }
+                }
                 out.extend_from_slice(&raw);
                 Some(out)
             }
+            CachedValue::Value(_) => None,
             CachedValue::Negative(Error::NotFound) => Some(vec![b'n']),
             CachedValue::Negative(_) => None,
         }
@@ -41,6 +54,22 @@ impl TierCodec<Endpoint, ParagonResponse, Error> for ParagonCodec {
                 let user = User::decode(id, Bytes::copy_from_slice(raw)).ok()?;
                 Some(CachedValue::Value(ParagonResponse::new(Resource::User(
                     user,
+                ))))
+            }
+            (b'v', mut rest) => {
+                let mut field = || -> Option<&[u8]> {
+                    let (len, tail) = rest.split_first_chunk::<2>()?;
+                    let len = usize::from(u16::from_be_bytes(*len));
+                    let (value, tail) = (tail.get(..len)?, tail.get(len..)?);
+                    rest = tail;
+                    Some(value)
+                };
+                let etag = field()?;
+                let last_modified = field()?;
+                let validators = Validators::from_headers(Some(etag), Some(last_modified));
+                let user = User::decode(id, Bytes::copy_from_slice(rest)).ok()?;
+                Some(CachedValue::Value(ParagonResponse::new(Resource::User(
+                    user.with_validators(validators),
                 ))))
             }
             (b'n', []) => Some(CachedValue::Negative(Error::NotFound)),
@@ -79,5 +108,27 @@ mod tests {
         assert_eq!(ParagonCodec.decode(&key, b"x{}"), None);
         assert_eq!(ParagonCodec.decode(&key, b""), None);
         assert_eq!(ParagonCodec.key(&key), "user:u1");
+        // Validators travel with the user.
+        let validators = Validators {
+            etag: Some("\"v7\"".into()),
+            last_modified: None,
+        };
+        let tagged = user.with_validators(Some(validators.clone()));
+        let value = CachedValue::Value(ParagonResponse::new(Resource::User(tagged)));
+        let bytes = ParagonCodec.encode(&value).unwrap();
+        let Some(CachedValue::Value(back)) = ParagonCodec.decode(&key, &bytes) else {
+            panic!("decodes")
+        };
+        let Resource::User(back) = back.resource else {
+            panic!("a user")
+        };
+        assert_eq!(back.validators(), Some(&validators));
+        assert_eq!(ParagonCodec.decode(&key, &bytes[..4]), None);
+        assert_eq!(
+            ParagonCodec.encode(&CachedValue::Value(ParagonResponse::new(
+                Resource::NotModified
+            ))),
+            None
+        );
     }
 }

@@ -131,6 +131,7 @@ impl Error {
             Error::Malformed(_) => "malformed",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::RateLimited(r) if r.cause == RateLimitCause::UpstreamPause => "upstream_pause",
+            Error::RateLimited(r) if r.cause == RateLimitCause::UpstreamQuota => "upstream_quota",
             Error::RateLimited(_) => "rate_limited",
             Error::CircuitOpen(_) => "circuit_open",
             Error::FillAborted(_) => "fill_aborted",

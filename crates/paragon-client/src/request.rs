@@ -8,11 +8,14 @@
 
 use std::borrow::Cow;
 
-use paragon_layers::cache::{CacheKey, CacheStatus, CacheStatusSink, CacheWeight};
+use paragon_layers::cache::{
+    CacheKey, CacheStatus, CacheStatusSink, CacheWeight, NotModified, Revalidate,
+};
+use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport};
 use paragon_layers::retry::{AttemptsSink, Idempotent};
-use paragon_layers::{CarriesDeadline, CarriesWaits, Deadline, WaitLedger};
+use paragon_layers::{CallPriority, CarriesDeadline, CarriesWaits, Deadline, Priority, WaitLedger};
 
-use crate::{Error, Fetched, User, UserId};
+use crate::{Error, Fetched, User, UserId, Validators};
 
 /// A request to ParagoN: what is asked, the ledger of the time the protective layers
 /// waited on purpose during its call, and the deadline of the call.
@@ -29,6 +32,15 @@ pub struct ParagonRequest {
     /// When the call must be answered by; set by the retry layer from
     /// `upstream.deadline` when not set. See [`paragon_layers::deadline`].
     pub deadline: Deadline,
+    /// Interactive (someone waits for it), or background (a cache refresh, a frontend's
+    /// prefetch): the rate limiter keeps the last of its burst for interactive calls.
+    pub priority: Priority,
+    /// Where the transport leaves the quota ParagoN advertised on its answer, for the
+    /// rate limiter; see [`paragon_layers::rate_limit::QuotaReport`].
+    pub quota: QuotaReport,
+    /// When set, the request is conditional: ParagoN answers `304` if the version these
+    /// validators name is still current.
+    pub conditional: Option<Box<Validators>>,
 }
 
 /// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
@@ -46,7 +58,16 @@ impl ParagonRequest {
             endpoint,
             waits: WaitLedger::default(),
             deadline: Deadline::default(),
+            priority: Priority::Interactive,
+            quota: QuotaReport::default(),
+            conditional: None,
         }
+    }
+
+    /// This request, with `priority`.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
     }
 
     /// `GET /users/{id}`.
@@ -70,6 +91,48 @@ impl CacheKey for ParagonRequest {
     #[inline]
     fn cache_key(&self) -> Cow<'_, Endpoint> {
         Cow::Borrowed(&self.endpoint)
+    }
+}
+
+impl CallPriority for ParagonRequest {
+    #[inline]
+    fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    #[inline]
+    fn set_priority(&mut self, priority: Priority) {
+        self.priority = priority;
+    }
+}
+
+/// A refill is conditional on the cached user's validators, when ParagoN sent any.
+impl Revalidate<ParagonResponse> for ParagonRequest {
+    fn revalidate_against(&mut self, cached: &ParagonResponse) -> bool {
+        match &cached.resource {
+            Resource::User(user) => match user.validators() {
+                Some(v) => {
+                    self.conditional = Some(Box::new(v.clone()));
+                    true
+                }
+                None => false,
+            },
+            Resource::NotModified => false,
+        }
+    }
+}
+
+impl NotModified for ParagonResponse {
+    #[inline]
+    fn is_not_modified(&self) -> bool {
+        matches!(self.resource, Resource::NotModified)
+    }
+}
+
+impl CarriesQuotaReport for ParagonRequest {
+    #[inline]
+    fn quota_report(&mut self) -> &mut QuotaReport {
+        &mut self.quota
     }
 }
 
@@ -104,6 +167,9 @@ impl Idempotent for ParagonRequest {
 pub enum Resource {
     /// A user document.
     User(User),
+    /// `304`: the version a conditional request named is still current. Only the cache
+    /// makes conditional requests, and it answers its entry instead.
+    NotModified,
 }
 
 /// ParagoN's answer, with how the stack produced it.
@@ -152,6 +218,7 @@ impl CacheWeight for ParagonResponse {
     fn cache_weight(&self) -> usize {
         match &self.resource {
             Resource::User(user) => user.body_len(),
+            Resource::NotModified => 0,
         }
     }
 }

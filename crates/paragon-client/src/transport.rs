@@ -7,12 +7,16 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use http::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER};
+use http::header::{
+    HeaderMap, AUTHORIZATION, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
+};
 use http::HeaderValue;
 use tower::Service;
 use url::Url;
 
-use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, Secret, User};
+use paragon_layers::rate_limit::UpstreamQuota;
+
+use crate::{Endpoint, Error, ParagonRequest, ParagonResponse, Resource, Secret, User, Validators};
 
 /// Settings of the HTTP transport.
 #[derive(Clone, Debug)]
@@ -168,22 +172,44 @@ impl Service<ParagonRequest> for HttpTransport {
             if let Some(auth) = &inner.auth {
                 builder = builder.header(AUTHORIZATION, auth.clone());
             }
+            if let Some(v) = &req.conditional {
+                if let Some(etag) = &v.etag {
+                    builder = builder.header(IF_NONE_MATCH, etag.as_str());
+                }
+                if let Some(date) = &v.last_modified {
+                    builder = builder.header(IF_MODIFIED_SINCE, date.as_str());
+                }
+            }
             let response = builder
                 .send()
                 .await
                 .map_err(|e| map_error(e, inner.timeout))?;
             let status = response.status().as_u16();
+            if req.quota.is_recording() {
+                if let Some(quota) = advertised_quota(response.headers(), wall_now()) {
+                    req.quota.record(quota);
+                }
+            }
             match status {
                 200 => {
+                    let header = |name| {
+                        response
+                            .headers()
+                            .get(name)
+                            .map(|v: &HeaderValue| v.as_bytes())
+                    };
+                    let validators = Validators::from_headers(header(ETAG), header(LAST_MODIFIED));
                     let body =
                         read_limited(response, inner.max_response_bytes, inner.timeout).await?;
                     match &req.endpoint {
                         Endpoint::GetUser(id) => {
-                            let user = User::decode(id, body)?;
+                            let user = User::decode(id, body)?.with_validators(validators);
                             Ok(ParagonResponse::new(Resource::User(user)))
                         }
                     }
                 }
+                // Only an answer to a conditional request: the cached version is current.
+                304 if req.conditional.is_some() => Ok(ParagonResponse::new(Resource::NotModified)),
                 404 => Err(Error::NotFound),
                 429 => Err(Error::UpstreamRateLimited {
                     retry_after: retry_after(response.headers(), wall_now()),
@@ -349,9 +375,145 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Duration {
         .min(MAX_RETRY_AFTER)
 }
 
+/// The quota ParagoN advertises on an answer, by the first of the three header families
+/// it sends: the IETF draft's `RateLimit: "default";r=42;t=17` (of several policies, the
+/// one with the fewest calls left; the older `remaining=…, reset=…` form too), then
+/// `RateLimit-Remaining` with `RateLimit-Reset`, then `X-RateLimit-Remaining` with
+/// `X-RateLimit-Reset` (seconds, or a Unix time when larger than a year of seconds).
+/// A reset is capped at [`MAX_RETRY_AFTER`]; one in the past is zero (no constraint).
+pub fn advertised_quota(headers: &HeaderMap, now: SystemTime) -> Option<UpstreamQuota> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let number = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(s.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    let quota = |remaining: u64, reset_secs: u64| UpstreamQuota {
+        remaining,
+        reset: Duration::from_secs(reset_secs).min(MAX_RETRY_AFTER),
+    };
+    if let Some(v) = text("ratelimit") {
+        // Structured items: `"name";r=…;t=…`, one per policy, comma-separated.
+        let items = v.split(',').filter_map(|item| {
+            let mut r = None;
+            let mut t = None;
+            for param in item.split(';').map(str::trim) {
+                if let Some(n) = param.strip_prefix("r=") {
+                    r = number(n);
+                } else if let Some(n) = param.strip_prefix("t=") {
+                    t = number(n);
+                }
+            }
+            Some((r?, t?))
+        });
+        if let Some((r, t)) = items.min() {
+            return Some(quota(r, t));
+        }
+        // The older form: `limit=100, remaining=0, reset=4`.
+        let mut r = None;
+        let mut t = None;
+        for param in v.split([',', ';']).map(str::trim) {
+            if let Some(n) = param.strip_prefix("remaining=") {
+                r = number(n);
+            } else if let Some(n) = param.strip_prefix("reset=") {
+                t = number(n);
+            }
+        }
+        if let (Some(r), Some(t)) = (r, t) {
+            return Some(quota(r, t));
+        }
+    }
+    if let (Some(r), Some(t)) = (
+        text("ratelimit-remaining").and_then(number),
+        text("ratelimit-reset").and_then(number),
+    ) {
+        return Some(quota(r, t));
+    }
+    let r = text("x-ratelimit-remaining").and_then(number)?;
+    let t = text("x-ratelimit-reset").and_then(number)?;
+    let t = if t > YEAR_SECS {
+        // A Unix time; one in the past resets nothing.
+        let epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        t.saturating_sub(epoch)
+    } else {
+        t
+    };
+    Some(quota(r, t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertised_quota_of_each_header_family() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let q = |pairs: &[(&'static str, &str)]| advertised_quota(&headers(pairs), now);
+        let secs = |r, t| {
+            Some(UpstreamQuota {
+                remaining: r,
+                reset: Duration::from_secs(t),
+            })
+        };
+        assert_eq!(q(&[("ratelimit", "\"default\";r=42;t=17")]), secs(42, 17));
+        // Of two policies, the one with fewer calls left.
+        assert_eq!(
+            q(&[("ratelimit", "\"hour\";r=900;t=3000, \"minute\";r=3;t=20")]),
+            secs(3, 20)
+        );
+        assert_eq!(
+            q(&[("ratelimit", "limit=100, remaining=7, reset=4")]),
+            secs(7, 4)
+        );
+        assert_eq!(
+            q(&[("ratelimit-remaining", "5"), ("ratelimit-reset", "9")]),
+            secs(5, 9)
+        );
+        assert_eq!(
+            q(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "30")]),
+            secs(0, 30)
+        );
+        // A Unix time, ahead and past.
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "8"),
+                ("x-ratelimit-reset", "1700000012")
+            ]),
+            secs(8, 12)
+        );
+        assert_eq!(
+            q(&[
+                ("x-ratelimit-remaining", "8"),
+                ("x-ratelimit-reset", "1600000000")
+            ]),
+            secs(8, 0)
+        );
+        // Absurd resets are capped; half a family, garbage or nothing is no quota.
+        assert_eq!(
+            q(&[("ratelimit", "\"d\";r=1;t=99999999999999999999999")]),
+            Some(UpstreamQuota {
+                remaining: 1,
+                reset: MAX_RETRY_AFTER
+            })
+        );
+        assert_eq!(q(&[("x-ratelimit-remaining", "8")]), None);
+        assert_eq!(q(&[("ratelimit", "\"d\";r=-1;t=3")]), None);
+        assert_eq!(
+            q(&[("ratelimit-remaining", "x"), ("ratelimit-reset", "1")]),
+            None
+        );
+        assert_eq!(q(&[]), None);
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

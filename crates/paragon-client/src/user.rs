@@ -29,6 +29,39 @@ pub struct User(Arc<Inner>);
 
 struct Inner {
     raw: Box<[u8]>,
+    /// ParagoN's `ETag` / `Last-Modified` of this version, when it sent them; boxed, so
+    /// a user without them costs one word.
+    validators: Option<Box<Validators>>,
+}
+
+/// ParagoN's validators of one version of a document, sent back to ask whether it
+/// changed (`If-None-Match`, `If-Modified-Since`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Validators {
+    /// The `ETag`, exactly as sent.
+    pub etag: Option<String>,
+    /// The `Last-Modified` date, exactly as sent.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// Longest validator kept; a longer one is ignored (it is not sent back).
+    pub const MAX_LEN: usize = 256;
+
+    /// The validators of an answer's headers, each kept when it is printable ASCII of at
+    /// most [`MAX_LEN`](Self::MAX_LEN) bytes; `None` when neither is usable.
+    pub fn from_headers(etag: Option<&[u8]>, last_modified: Option<&[u8]>) -> Option<Self> {
+        let keep = |v: Option<&[u8]>| {
+            v.filter(|v| !v.is_empty() && v.len() <= Self::MAX_LEN)
+                .filter(|v| v.iter().all(|b| (0x20..0x7f).contains(b)))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let v = Validators {
+            etag: keep(etag),
+            last_modified: keep(last_modified),
+        };
+        (v.etag.is_some() || v.last_modified.is_some()).then_some(v)
+    }
 }
 
 impl AsRef<[u8]> for User {
@@ -80,7 +113,28 @@ impl User {
         }
         Ok(User(Arc::new(Inner {
             raw: Box::from(&raw[..]),
+            validators: None,
         })))
+    }
+
+    /// This user with ParagoN's validators of its version.
+    pub fn with_validators(self, validators: Option<Validators>) -> User {
+        let Some(validators) = validators else {
+            return self;
+        };
+        let raw = match Arc::try_unwrap(self.0) {
+            Ok(inner) => inner.raw,
+            Err(shared) => shared.raw.clone(),
+        };
+        User(Arc::new(Inner {
+            raw,
+            validators: Some(Box::new(validators)),
+        }))
+    }
+
+    /// ParagoN's validators of this version, when it sent any.
+    pub fn validators(&self) -> Option<&Validators> {
+        self.0.validators.as_deref()
     }
 
     /// The user's id.

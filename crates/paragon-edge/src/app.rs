@@ -155,11 +155,16 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 X_REQUEST_ID.clone(),
+                header::IF_NONE_MATCH,
+                axum::http::HeaderName::from_static("purpose"),
             ])
             .expose_headers([
                 routes::users::X_CACHE.clone(),
                 X_REQUEST_ID.clone(),
                 header::RETRY_AFTER,
+                header::ETAG,
+                crate::problem::RATELIMIT.clone(),
+                crate::problem::RATELIMIT_POLICY.clone(),
             ])
             .max_age(std::time::Duration::from_secs(600))
             // Answers differ by `Origin` only: the allowed methods and headers are fixed

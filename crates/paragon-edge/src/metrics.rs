@@ -403,6 +403,24 @@ impl Metrics {
                 "Stale answers served while ParagoN could not answer",
                 c.stale,
             );
+            counter(
+                r,
+                "paragon_edge_cache_updating",
+                "Expired entries answered at once while refreshed (stale_while_revalidate)",
+                c.updating,
+            );
+            counter(
+                r,
+                "paragon_edge_cache_refreshes",
+                "Background refreshes of expired entries started",
+                c.refreshes,
+            );
+            counter(
+                r,
+                "paragon_edge_cache_revalidated",
+                "Refills ParagoN answered 304 Not Modified: entries renewed without a body",
+                c.revalidated,
+            );
             r.register(
                 "paragon_edge_cache_entries",
                 "Entries in the cache",
@@ -425,6 +443,7 @@ impl Metrics {
             for (cause, n) in [
                 ("budget", l.rejected_budget),
                 ("upstream_pause", l.rejected_pause),
+                ("upstream_quota", l.rejected_quota),
             ] {
                 rejections.get_or_create(&CauseLabels { cause }).inc_by(n);
             }
@@ -432,6 +451,12 @@ impl Metrics {
                 "paragon_edge_rate_limit_rejections",
                 "Calls refused by the rate limiter, by cause",
                 rejections,
+            );
+            counter(
+                &mut now,
+                "paragon_edge_rate_limit_background_rejections",
+                "Background calls (refreshes, prefetches) refused to keep background_reserve of the burst for interactive ones",
+                l.rejected_background,
             );
             counter(
                 &mut now,

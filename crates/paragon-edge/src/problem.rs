@@ -22,6 +22,50 @@ pub struct Problem {
     /// Whole seconds after which a retry may succeed (also sent as `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The budget a `429` describes, sent as the IETF `RateLimit-Policy` and `RateLimit`
+    /// headers so a frontend can pace itself; not part of the body.
+    #[serde(skip)]
+    pub policy: Option<RatePolicy>,
+}
+
+/// A budget as the IETF RateLimit header fields describe it: `quota` calls per
+/// `window_secs`, under a policy `name`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RatePolicy {
+    /// The policy's name, quoted in the headers (`"upstream"`, `"client"`).
+    pub name: &'static str,
+    /// Calls allowed per window.
+    pub quota: u32,
+    /// The window in whole seconds (at least 1), as the header gives it.
+    pub window_secs: u32,
+}
+
+impl RatePolicy {
+    /// `RateLimit-Policy: "NAME";q=QUOTA;w=WINDOW`.
+    pub fn policy_header(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.name,
+            self.quota,
+            self.window_secs.max(1)
+        )
+    }
+
+    /// `RateLimit: "NAME";r=0;t=SECS`: nothing remains until the retry time.
+    pub fn limit_header(&self, retry_after_secs: u64) -> String {
+        format!("\"{}\";r=0;t={retry_after_secs}", self.name)
+    }
+}
+
+/// `RateLimit-Policy` (IETF httpapi draft).
+pub static RATELIMIT_POLICY: header::HeaderName =
+    header::HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (IETF httpapi draft).
+pub static RATELIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit");
+
+/// Whole seconds of `d`, rounded up, at least 1, as a policy's window.
+pub fn window_secs(d: Duration) -> u32 {
+    u32::try_from(retry_after_secs(d)).unwrap_or(u32::MAX)
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
@@ -44,7 +88,17 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            policy: None,
         }
+    }
+
+    /// For a `429`: the budget it describes, sent as `RateLimit-Policy` / `RateLimit`.
+    /// Other statuses are left as they are.
+    pub fn with_policy(mut self, policy: Option<RatePolicy>) -> Problem {
+        if self.status == 429 {
+            self.policy = policy;
+        }
+        self
     }
 
     /// Adds a retry time.
@@ -76,16 +130,25 @@ impl Problem {
     }
 
     /// `429` for a client over its own limit (`[client_limit]`).
-    pub fn client_limited(refusal: crate::client_limit::Refusal) -> Problem {
+    ///
+    /// `requests` is the client's budget of edge requests and `share` its share of the
+    /// upstream budget; the headers describe the one that refused.
+    pub fn client_limited(
+        refusal: crate::client_limit::Refusal,
+        requests: RatePolicy,
+        share: Option<RatePolicy>,
+    ) -> Problem {
         use crate::client_limit::Refusal;
-        let (detail, retry_after) = match refusal {
+        let (detail, retry_after, policy) = match refusal {
             Refusal::Requests { retry_after } => (
                 "this client has sent more requests than client_limit.max_requests allows",
                 retry_after,
+                Some(requests),
             ),
             Refusal::UpstreamShare { retry_after } => (
                 "this client's uncached ids have used its share of the upstream budget (client_limit.max_upstream_share)",
                 retry_after,
+                share,
             ),
         };
         Problem::new(
@@ -95,6 +158,7 @@ impl Problem {
             detail,
         )
         .retry_after(retry_after)
+        .with_policy(policy)
     }
 
     /// `404` for a path that is not part of the API.
@@ -126,6 +190,9 @@ impl Problem {
                     }
                     paragon_layers::rate_limit::RateLimitCause::UpstreamPause => {
                         "ParagoN asked us to slow down; upstream calls are paused"
+                    }
+                    paragon_layers::rate_limit::RateLimitCause::UpstreamQuota => {
+                        "ParagoN's advertised quota has no call left for now; calls are paced to its reset"
                     }
                 };
                 Problem::new(S::TOO_MANY_REQUESTS, "rate-limited", "Rate limited", detail)
@@ -198,7 +265,28 @@ impl IntoResponse for Problem {
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(policy) = &self.policy {
+            insert_policy(headers, policy, self.retry_after.unwrap_or(1));
+        }
         response
+    }
+}
+
+/// Adds the `RateLimit-Policy` and `RateLimit` headers of a refusal by `policy` that
+/// lasts `retry_after_secs`.
+pub fn insert_policy(
+    headers: &mut axum::http::HeaderMap,
+    policy: &RatePolicy,
+    retry_after_secs: u64,
+) {
+    let values = [
+        (&RATELIMIT_POLICY, policy.policy_header()),
+        (&RATELIMIT, policy.limit_header(retry_after_secs)),
+    ];
+    for (name, value) in values {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name.clone(), value);
+        }
     }
 }
 

@@ -100,6 +100,13 @@ impl RateStore for EdgeStore {
             EdgeStore::Redis(r) => r.try_acquire_now(gcra, max_wait),
         }
     }
+
+    fn quota_sharers(&self) -> u32 {
+        match self {
+            EdgeStore::Memory(m) => m.quota_sharers(),
+            EdgeStore::Redis(r) => r.quota_sharers(),
+        }
+    }
 }
 
 /// How long a fleet-wide cache fill claim is held: the longest a fill can take (one

@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
+use axum::http::HeaderValue;
 use tokio::sync::Notify;
 
 use crate::client_limit::ClientLimiter;
 use crate::config::Config;
 use crate::metrics::{LayerFigures, Metrics};
-use crate::problem::Problem;
+use crate::problem::{window_secs, Problem, RatePolicy};
 use crate::stack::Stack;
 
 /// Everything a request handler needs; cheap to clone.
@@ -25,6 +26,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) upstream: String,
     pub(crate) embedded: bool,
+    /// `Cache-Control` of user answers: `private, ` and `server.browser_cache`.
+    pub(crate) cache_control: HeaderValue,
     ready: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -41,7 +44,11 @@ impl AppState {
         embedded: bool,
         client_limit: Option<ClientLimiter>,
     ) -> Self {
+        let cache_control =
+            HeaderValue::try_from(format!("private, {}", config.server.browser_cache))
+                .unwrap_or(HeaderValue::from_static("private, no-cache"));
         AppState(Arc::new(Inner {
+            cache_control,
             stack,
             client_limit,
             config,
@@ -117,8 +124,30 @@ impl AppState {
             .await
             .map_err(|refusal| {
                 self.0.metrics.client_limited();
-                Problem::client_limited(refusal)
+                let c = &self.0.config.client_limit;
+                let requests = RatePolicy {
+                    name: "client",
+                    quota: c.max_requests,
+                    window_secs: window_secs(c.window.0),
+                };
+                let share = self.upstream_policy().map(|p| RatePolicy {
+                    name: "client-upstream",
+                    quota: ((f64::from(p.quota) * c.max_upstream_share).floor() as u32).max(1),
+                    ..p
+                });
+                Problem::client_limited(refusal, requests, share)
             })
+    }
+
+    /// The edge's budget of upstream calls, as a `429`'s `RateLimit-Policy` describes it;
+    /// `None` when the rate limiter is off.
+    pub fn upstream_policy(&self) -> Option<RatePolicy> {
+        let r = &self.0.config.rate_limit;
+        r.enabled.then_some(RatePolicy {
+            name: "upstream",
+            quota: r.max_requests,
+            window_secs: window_secs(r.window.0),
+        })
     }
 
     /// Whether a request would be answered from a fresh local cache entry.

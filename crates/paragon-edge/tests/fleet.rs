@@ -942,3 +942,55 @@ async fn a_clients_upstream_share_is_the_fleets() {
     }
     assert_eq!(sim.sim().served_total(), 14);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_user_past_its_ttl_is_refreshed_once_per_ttl_for_the_fleet_and_nobody_waits() {
+    let redis = RedisServer::start();
+    // A slow ParagoN: a caller that waited for a refill would see a MISS.
+    let sim = sim(Faults {
+        latency: Some("100ms".into()),
+        ..Faults::default()
+    })
+    .await;
+    let config = fleet_config(
+        &standalone(&redis.url()),
+        &sim.base_url(),
+        "",
+        "ttl = \"1s\"\nttl_jitter = 0.0\nstale_while_revalidate = \"30s\"",
+    );
+    let edges = fleet(3, &config).await;
+    let client = reqwest::Client::new();
+    let get = |i: usize| {
+        let url = format!("{}/v1/users/hot", edges[i % 3].base);
+        let client = client.clone();
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            let cache = r.headers()["x-cache"].to_str().unwrap().to_owned();
+            (r.status().as_u16(), cache)
+        }
+    };
+    assert_eq!(get(0).await, (200, "MISS".to_owned()));
+    let start = Instant::now();
+    let mut updating = 0;
+    let mut i = 0;
+    while start.elapsed() < Duration::from_millis(3500) {
+        let (status, cache) = get(i).await;
+        assert_eq!(status, 200);
+        match cache.as_str() {
+            "HIT" => {}
+            "UPDATING" => updating += 1,
+            other => panic!("request {i} at {:?} was {other}", start.elapsed()),
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let calls = sim.sim().served("/users/hot");
+    // One call at the start, then at most one per TTL for the three instances.
+    assert!(
+        calls as f64 <= 1.0 + elapsed.ceil(),
+        "{calls} upstream calls in {elapsed:.1} s"
+    );
+    assert!(calls >= 3, "the entry was refreshed: {calls} calls");
+    assert!(updating > 0);
+}

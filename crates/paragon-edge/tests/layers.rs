@@ -118,9 +118,11 @@ async fn open_breaker_fails_fast_with_503() {
     assert!(r.retry_after() >= 1);
     assert_eq!(edge.served_total(), 2, "an open breaker makes no call");
 
-    // The batch route goes through the same breaker.
+    // The batch route goes through the same breaker; every id failed alike, so the
+    // batch takes their status and the smallest Retry-After.
     let r = edge.get("/v1/users?ids=u4,u5").await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 503);
+    assert!(r.retry_after() >= 1);
     let body = r.json();
     assert_eq!(body["errors"]["u4"]["status"], 503, "{body}");
     assert_eq!(body["errors"]["u5"]["status"], 503, "{body}");
@@ -409,11 +411,15 @@ async fn metrics_pass_promtool_check() {
         "paragon_edge_cache_hits_total",
         "paragon_edge_cache_misses_total",
         "paragon_edge_cache_stale_total",
+        "paragon_edge_cache_updating_total",
+        "paragon_edge_cache_refreshes_total",
+        "paragon_edge_cache_revalidated_total",
         "paragon_edge_cache_entries",
         "paragon_edge_cache_bytes",
         "paragon_edge_rate_limit_admitted_total",
         "paragon_edge_rate_limit_rejections_total",
         "paragon_edge_rate_limit_upstream_429_total",
+        "paragon_edge_rate_limit_background_rejections_total",
         "paragon_edge_circuit_breaker_state",
         "paragon_edge_circuit_breaker_transitions_total",
         "paragon_edge_circuit_breaker_rejections_total",

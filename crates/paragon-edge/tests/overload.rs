@@ -217,7 +217,10 @@ fn check_soak(sent: &Sent, r: &Resp) -> Result<Vec<String>, String> {
                     .ok_or_else(|| format!("not a proper problem: {} {}", r.status, r.text()));
             }
             let cache = r.header("x-cache").unwrap_or_default();
-            if !matches!(cache.as_str(), "HIT" | "MISS" | "STALE") {
+            if !matches!(
+                cache.as_str(),
+                "HIT" | "MISS" | "STALE" | "UPDATING" | "REVALIDATED"
+            ) {
                 return Err(format!("x-cache {cache:?}"));
             }
             if r.body != paragon_sim::user_json(id).to_string().as_bytes() {
@@ -226,11 +229,23 @@ fn check_soak(sent: &Sent, r: &Resp) -> Result<Vec<String>, String> {
             Ok(vec![id.clone()])
         }
         Sent::Batch(ids) => {
-            if r.status != 200 {
-                return Err(format!("{} {}", r.status, r.text()));
-            }
             let v: serde_json::Value =
                 serde_json::from_slice(&r.body).map_err(|e| format!("{e}: {}", r.text()))?;
+            // A batch is 200 unless no id succeeded and every error has one status: then
+            // it has that status (with Retry-After for 429 and 503).
+            if r.status != 200 {
+                let errors = v["errors"]
+                    .as_object()
+                    .map(|e| e.values().collect::<Vec<_>>());
+                let alike = v["users"].as_object().is_some_and(|u| u.is_empty())
+                    && errors.is_some_and(|e| {
+                        !e.is_empty() && e.iter().all(|p| p["status"] == r.status)
+                    });
+                let retry = !matches!(r.status, 429 | 503) || r.header("retry-after").is_some();
+                if !alike || !retry {
+                    return Err(format!("{} {}", r.status, r.text()));
+                }
+            }
             let mut ok = Vec::new();
             for id in ids {
                 let user = &v["users"][id.as_str()];

@@ -235,7 +235,12 @@ async fn the_key_and_token_never_show_in_logs_answers_metrics_or_status() {
     ] {
         let (status, text) =
             everything(http.get(edge.url(path)).send().await.expect("answer")).await;
-        let want = if path == "/v1/users/u1" { 502 } else { 200 };
+        // A batch whose ids all failed alike takes their status.
+        let want = if path.starts_with("/v1/users") {
+            502
+        } else {
+            200
+        };
         assert_eq!(status, want, "{text}");
         answers.push_str(&text);
     }

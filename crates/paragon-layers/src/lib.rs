@@ -34,13 +34,13 @@
 //!
 //! ```
 //! use std::{borrow::Cow, time::Duration};
-//! use paragon_layers::{CarriesWaits, Clock, WaitLedger, cache::*, circuit_breaker::*, rate_limit::*};
+//! use paragon_layers::{CallPriority, CarriesWaits, Clock, Priority, WaitLedger, cache::*, circuit_breaker::*, rate_limit::*};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! // Any request that names its key and carries the ledger of its call's waits, any
 //! // response that takes a cache status, any error that says what it means for each layer.
 //! #[derive(Clone, PartialEq, Eq, Hash)]
-//! struct Get(String, WaitLedger);
+//! struct Get(String, WaitLedger, QuotaReport);
 //! impl CacheKey for Get {
 //!     type Key = Get;
 //!     fn cache_key(&self) -> Cow<'_, Get> { Cow::Borrowed(self) }
@@ -48,11 +48,23 @@
 //! impl CarriesWaits for Get {
 //!     fn wait_ledger(&mut self) -> &mut WaitLedger { &mut self.1 }
 //! }
+//! // Where the bottom of the stack leaves the quota the upstream advertised, if it does.
+//! impl CarriesQuotaReport for Get {
+//!     fn quota_report(&mut self) -> &mut QuotaReport { &mut self.2 }
+//! }
+//! // Whether someone waits for the call (a cache's background refresh does not).
+//! impl CallPriority for Get {
+//!     fn priority(&self) -> Priority { Priority::Interactive }
+//!     fn set_priority(&mut self, _: Priority) {}
+//! }
 //! #[derive(Clone)]
 //! struct Doc(String, CacheStatus);
 //! impl CacheStatusSink for Doc { fn set_cache_status(&mut self, s: CacheStatus) { self.1 = s } }
 //! // What an answer weighs, for the cache's bound on bytes.
 //! impl CacheWeight for Doc { fn cache_weight(&self) -> usize { self.0.len() } }
+//! // This toy has no ETag: a refill is never conditional, never "not modified".
+//! impl Revalidate<Doc> for Get { fn revalidate_against(&mut self, _: &Doc) -> bool { false } }
+//! impl NotModified for Doc { fn is_not_modified(&self) -> bool { false } }
 //! #[derive(Clone, Debug)]
 //! enum Fail { Upstream, Limited(RateLimited), Open(CircuitOpen), Aborted }
 //! impl From<RateLimited> for Fail { fn from(e: RateLimited) -> Self { Fail::Limited(e) } }
@@ -73,7 +85,7 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let clock = Clock::tokio();
-//! let upstream = tower::service_fn(|Get(id, _): Get| async move {
+//! let upstream = tower::service_fn(|Get(id, ..): Get| async move {
 //!     Ok::<_, Fail>(Doc(format!("document {id}"), CacheStatus::Miss))
 //! });
 //! let cache = CacheLayer::new(CacheConfig::builder(Duration::from_secs(300)).max_entries(100_000).build().unwrap(), clock.clone());
@@ -82,8 +94,8 @@
 //!     .layer(CircuitBreakerLayer::new(BreakerConfig::default(), clock.clone()))
 //!     .layer(RateLimitLayer::memory(RateLimitConfig::builder(100, Duration::from_secs(60)).build().unwrap(), clock))
 //!     .service(upstream);
-//! let first = stack.clone().oneshot(Get("a".into(), WaitLedger::default())).await.unwrap();
-//! let second = stack.clone().oneshot(Get("a".into(), WaitLedger::default())).await.unwrap();
+//! let first = stack.clone().oneshot(Get("a".into(), WaitLedger::default(), QuotaReport::default())).await.unwrap();
+//! let second = stack.clone().oneshot(Get("a".into(), WaitLedger::default(), QuotaReport::default())).await.unwrap();
 //! assert_eq!((first.1, second.1), (CacheStatus::Miss, CacheStatus::Hit));
 //! # });
 //! ```
@@ -96,12 +108,14 @@ mod clock;
 pub mod deadline;
 #[cfg(feature = "redis")]
 pub mod fleet;
+pub mod priority;
 pub mod rate_limit;
 pub mod retry;
 pub mod waits;
 
 pub use clock::{Clock, Timestamp};
 pub use deadline::{CarriesDeadline, Deadline};
+pub use priority::{CallPriority, Priority};
 pub use waits::{CarriesWaits, WaitLedger};
 
 /// A layer setting that cannot be used, naming the setting.

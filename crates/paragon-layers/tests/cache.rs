@@ -465,7 +465,7 @@ async fn max_bytes_bounds_the_table_with_large_answers_and_they_stay_correct() {
     const MAX_BYTES: u64 = 1_000_000;
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = calls.clone();
-    let up = tower::service_fn(move |Get(n, _): Get| {
+    let up = tower::service_fn(move |Get(n, ..): Get| {
         counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let size = if n == 999 { 1_200_000 } else { 200_000 };
         let mut body = format!("doc {n} ");
@@ -514,4 +514,133 @@ async fn max_bytes_bounds_the_table_with_large_answers_and_they_stay_correct() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), n + 2);
     let after = handle.stats();
     assert_eq!((after.entries, after.bytes), (before.entries, before.bytes));
+}
+
+fn swr(ttl: Duration, window: Duration, stale_if_error: Duration) -> CacheConfig {
+    CacheConfig::builder(ttl)
+        .max_entries(1000)
+        .stale_while_revalidate(window)
+        .stale_if_error(stale_if_error)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_its_ttl_an_entry_is_answered_at_once_while_one_background_refresh_runs() {
+    let (up, mut rx) = Controlled::new();
+    let (mut svc, handle) = cache(swr(secs(10), secs(5), secs(60)), Clock::tokio(), up.clone());
+    let first = svc.ready().await.unwrap().call(Get::new(1));
+    let pending = tokio::spawn(first);
+    tokio::task::yield_now().await;
+    drain(&mut rx).remove(0).ok();
+    assert_eq!(pending.await.unwrap(), doc("doc 1", CacheStatus::Miss));
+
+    tokio::time::advance(secs(10)).await;
+    // A hundred callers past the TTL: each answered at once from the old entry...
+    for _ in 0..100 {
+        let answer = svc.ready().await.unwrap().call(Get::new(1)).now_or_never();
+        assert_eq!(answer, Some(doc("doc 1", CacheStatus::Updating)));
+    }
+    tokio::task::yield_now().await;
+    // ...and exactly one refresh went upstream, marked as a background call.
+    let refreshes = drain(&mut rx);
+    assert_eq!((refreshes.len(), up.calls()), (1, 2));
+    assert_eq!(refreshes[0].req.2 .0, paragon_layers::Priority::Background);
+    let stats = handle.stats();
+    assert_eq!((stats.updating, stats.refreshes, stats.misses), (100, 1, 1));
+
+    // Its answer replaces the entry: fresh again, a hit.
+    refreshes
+        .into_iter()
+        .next()
+        .unwrap()
+        .answer(Ok(Doc::new("doc 1 new")));
+    tokio::task::yield_now().await;
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 new", CacheStatus::Hit));
+    assert_eq!(up.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_fails_keeps_the_old_entry_for_stale_if_error() {
+    let up = Scripted::new();
+    let (mut svc, _) = cache(swr(secs(10), secs(5), secs(60)), Clock::tokio(), up.clone());
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Miss));
+    up.fail(Fail::Upstream);
+    tokio::time::advance(secs(10)).await;
+    assert_eq!(
+        get(&mut svc, 1).await,
+        doc("doc 1 v1", CacheStatus::Updating)
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(up.calls(), 2, "the refresh was sent");
+    // Past the refresh window the failed refresh left the entry: served stale.
+    tokio::time::advance(secs(5)).await;
+    assert_eq!(get(&mut svc, 1).await, doc("doc 1 v1", CacheStatus::Stale));
+    // Until stale_if_error ends.
+    tokio::time::advance(secs(55)).await;
+    assert_eq!(get(&mut svc, 1).await, Err(Fail::Upstream));
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_stale_while_revalidate_the_caller_past_the_ttl_waits_for_the_upstream() {
+    let (up, mut rx) = Controlled::new();
+    let (mut svc, _) = cache(
+        swr(secs(10), Duration::ZERO, secs(60)),
+        Clock::tokio(),
+        up.clone(),
+    );
+    let first = tokio::spawn(svc.ready().await.unwrap().call(Get::new(1)));
+    tokio::task::yield_now().await;
+    drain(&mut rx).remove(0).ok();
+    first.await.unwrap().unwrap();
+    tokio::time::advance(secs(10)).await;
+    let mut waiting = svc.ready().await.unwrap().call(Get::new(1));
+    assert!((&mut waiting).now_or_never().is_none(), "the caller waits");
+    let refill = tokio::spawn(waiting);
+    tokio::task::yield_now().await;
+    drain(&mut rx).remove(0).answer(Ok(Doc::new("doc 1 new")));
+    assert_eq!(refill.await.unwrap(), doc("doc 1 new", CacheStatus::Miss));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_ttl_jitter_a_set_stored_at_once_expires_spread_over_its_share_of_the_ttl() {
+    let clock = Clock::tokio();
+    let up = Scripted::new();
+    let config = CacheConfig::builder(secs(300))
+        .max_entries(10_000)
+        .ttl_jitter(0.1)
+        .build()
+        .unwrap();
+    let (mut svc, handle) = cache(config, clock, up.clone());
+    for n in 0..1000 {
+        get(&mut svc, n).await.unwrap();
+    }
+    // Step through the last 10 % of the TTL and note when each entry stops being fresh.
+    let mut expired_at = Vec::new();
+    let mut left: Vec<u32> = (0..1000).collect();
+    let step = secs(1);
+    tokio::time::advance(secs(269)).await;
+    for s in 269..=300u64 {
+        left.retain(|n| {
+            let fresh = handle.is_fresh(&Get::new(*n));
+            if !fresh {
+                expired_at.push(s);
+            }
+            fresh
+        });
+        tokio::time::advance(step).await;
+    }
+    assert!(left.is_empty(), "every entry expired by its TTL");
+    let (first, last) = (expired_at[0], *expired_at.last().unwrap());
+    assert!(first >= 270, "none before ttl × 0.9: {first}");
+    assert!(
+        last - first >= 27,
+        "spread over ≥ 9 % of the TTL: {first}..{last}"
+    );
+    // Not bunched either: no second holds more than a tenth of the set.
+    let most = (first..=last)
+        .map(|s| expired_at.iter().filter(|e| **e == s).count())
+        .max()
+        .unwrap();
+    assert!(most < 100, "{most} entries expired in one second");
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use paragon_layers::rate_limit::{
-    MemoryStore, RateLimit, RateLimitCause, RateLimitConfig, RateLimitHandle, RateLimitLayer,
-    RateLimited,
+    CarriesQuotaReport, MemoryStore, RateLimit, RateLimitCause, RateLimitConfig, RateLimitHandle,
+    RateLimitLayer, RateLimited, UpstreamQuota,
 };
 use paragon_layers::{Clock, Timestamp};
 use proptest::prelude::*;
@@ -330,5 +330,188 @@ proptest! {
             prop_assert!(get(&mut svc, 1001).await.is_ok());
             Ok(())
         })?;
+    }
+}
+
+/// An upstream with a quota of its own, `limit` calls per fixed `window` from time zero,
+/// advertised on every answer (reset in whole seconds, rounded up, as headers give it)
+/// and enforced with its own 429.
+#[derive(Clone)]
+struct QuotaUpstream {
+    clock: Clock,
+    limit: u64,
+    window: Duration,
+    state: std::sync::Arc<parking_lot::Mutex<(u64, u64)>>,
+    counts: std::sync::Arc<parking_lot::Mutex<(u64, u64)>>,
+}
+
+impl QuotaUpstream {
+    fn new(clock: Clock, limit: u64, window: Duration) -> Self {
+        QuotaUpstream {
+            clock,
+            limit,
+            window,
+            state: Default::default(),
+            counts: Default::default(),
+        }
+    }
+
+    /// (accepted, refused with 429).
+    fn counts(&self) -> (u64, u64) {
+        *self.counts.lock()
+    }
+}
+
+impl Service<Get> for QuotaUpstream {
+    type Response = Doc;
+    type Error = Fail;
+    type Future = std::future::Ready<Answer>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Fail>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Get) -> Self::Future {
+        let now = self.clock.now().0;
+        let w = self.window.as_nanos() as u64;
+        let index = now / w;
+        let mut state = self.state.lock();
+        if state.0 != index {
+            *state = (index, 0);
+        }
+        let allowed = state.1 < self.limit;
+        if allowed {
+            state.1 += 1;
+        }
+        let reset_ns = (index + 1) * w - now;
+        let reset = Duration::from_secs(reset_ns.div_ceil(1_000_000_000));
+        let remaining = self.limit - state.1;
+        drop(state);
+        req.quota_report()
+            .record(UpstreamQuota { remaining, reset });
+        let mut counts = self.counts.lock();
+        std::future::ready(if allowed {
+            counts.0 += 1;
+            Ok(Doc::new("doc"))
+        } else {
+            counts.1 += 1;
+            Err(Fail::Throttled(reset))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_by_the_advertised_quota_no_429_and_nearly_all_of_it_used() {
+    let clock = Clock::tokio();
+    // ParagoN: 100 calls per 10 s. Our own budget is far larger; max_pause keeps a 429
+    // from hiding the next ones.
+    let upstream = QuotaUpstream::new(clock.clone(), 100, secs(10));
+    let config = RateLimitConfig::builder(100_000, secs(1))
+        .follow_upstream(true)
+        .build()
+        .unwrap();
+    let (mut svc, handle) = limiter(config, clock.clone(), upstream.clone());
+    // 1.5 × the quota for 60 s: 15 calls a second, evenly.
+    let mut held = 0;
+    for n in 0..900u32 {
+        match svc.ready().await.unwrap().call(Get::new(n)).await {
+            Ok(_) => {}
+            Err(Fail::Limited(r)) => {
+                assert_eq!(r.cause, RateLimitCause::UpstreamQuota);
+                held += 1;
+            }
+            Err(e) => panic!("call {n}: {e:?}"),
+        }
+        tokio::time::advance(Duration::from_nanos(1_000_000_000 / 15)).await;
+    }
+    let (accepted, refused) = upstream.counts();
+    assert_eq!(refused, 0, "no 429 from the upstream");
+    assert!(accepted >= 570, "{accepted} of the quota's 600 used");
+    assert_eq!(accepted + held, 900);
+    assert_eq!(handle.stats().rejected_quota, held);
+    assert!(handle.upstream_quota().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_following_the_quota_the_upstream_answers_429s() {
+    let clock = Clock::tokio();
+    let upstream = QuotaUpstream::new(clock.clone(), 100, secs(10));
+    let config = RateLimitConfig::builder(100_000, secs(1))
+        .max_pause(Duration::from_nanos(1))
+        .build()
+        .unwrap();
+    let (mut svc, handle) = limiter(config, clock.clone(), upstream.clone());
+    for n in 0..150u32 {
+        let _ = svc.ready().await.unwrap().call(Get::new(n)).await;
+        tokio::time::advance(Duration::from_nanos(1_000_000_000 / 15)).await;
+    }
+    assert!(upstream.counts().1 > 0, "the same load overruns the quota");
+    assert_eq!(handle.upstream_quota(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_in_the_past_is_no_constraint() {
+    let clock = Clock::tokio();
+    let config = RateLimitConfig::builder(100, secs(1))
+        .follow_upstream(true)
+        .build()
+        .unwrap();
+    // An upstream that says nothing remains, with a reset of zero (already past).
+    let up = tower::service_fn(|mut req: Get| async move {
+        req.quota_report().record(UpstreamQuota {
+            remaining: 0,
+            reset: Duration::ZERO,
+        });
+        Ok::<_, Fail>(Doc::new("doc"))
+    });
+    let (mut svc, _) = limiter(config, clock, up);
+    for n in 0..20 {
+        assert!(get(&mut svc, n).await.is_ok(), "call {n} never stalls");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_twice_the_budget_half_prefetch_the_interactive_calls_get_their_share() {
+    let clock = Clock::tokio();
+    let up = Scripted::new();
+    // 10 a second, burst 10, 20 % of it kept from background calls.
+    let config = RateLimitConfig::builder(10, secs(1))
+        .background_reserve(0.2)
+        .build()
+        .unwrap();
+    let (mut svc, handle) = limiter(config, clock, up.clone());
+    let (mut interactive, mut background) = (0u32, 0u32);
+    // 20 calls a second for 60 s, alternating: 10 interactive, 10 prefetches.
+    for n in 0..1200u32 {
+        let req = if n % 2 == 0 {
+            Get::new(n)
+        } else {
+            Get::background(n)
+        };
+        if svc.ready().await.unwrap().call(req).await.is_ok() {
+            if n % 2 == 0 {
+                interactive += 1;
+            } else {
+                background += 1;
+            }
+        }
+        tokio::time::advance(ms(50)).await;
+    }
+    // The budget allows 600 in 60 s (plus the burst): interactive calls get ≥ 99 % of
+    // what they asked; the shedding falls on the prefetches.
+    assert!(interactive >= 594, "interactive {interactive} of 600");
+    assert!(background <= 20, "background {background}");
+    let stats = handle.stats();
+    assert_eq!(stats.rejected_background, u64::from(600 - background));
+}
+
+#[test]
+fn background_reserve_must_be_a_share() {
+    for bad in [-0.1, 1.5, f64::NAN] {
+        let err = RateLimitConfig::builder(10, secs(1))
+            .background_reserve(bad)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field, "background_reserve");
     }
 }

@@ -78,6 +78,11 @@ pub struct Faults {
     /// Those requests wait this long more before they fail, e.g. `"10s"` (an attempt
     /// that hangs, then fails).
     pub fail_first_delay: Option<String>,
+    /// When true, a user answer carries an `ETag` and a `Last-Modified` of its version,
+    /// and a request whose `If-None-Match` names the current tag (or whose
+    /// `If-Modified-Since` is not older than its version) gets `304` without a body.
+    /// It still counts against `quota`.
+    pub etags: bool,
 }
 
 /// Most ids whose requests `fail_first` counts; requests for ids past it are not failed.

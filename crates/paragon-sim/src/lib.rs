@@ -41,6 +41,8 @@
 //! | `POST /_sim/reset` | zeroes the stats; `204` |
 //! | `GET /_sim/faults` | the current [`Faults`] as JSON |
 //! | `PUT /_sim/faults` | replaces the faults (an outage starts now); `200` with the new faults, `400` `{"error":"invalid_faults","detail":…}` |
+//! | `PATCH /_sim/faults` | changes only the keys given (a JSON object), as `PUT` answers |
+//! | `POST /_sim/users/{id}/change` | the user's next version (another body, `ETag`, `Last-Modified`); `200` `{"id":…,"version":n}` |
 //! | anything else | `404` |
 //!
 //! The control endpoints need no authentication and are not counted.
@@ -122,6 +124,8 @@ struct Inner {
     /// Read on every request, written only by `set_faults`.
     faults: RwLock<Arc<ActiveFaults>>,
     counters: Counters,
+    /// Users changed at run time, with their version (every other user is version 1).
+    versions: parking_lot::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl fmt::Debug for Simulator {
@@ -162,6 +166,7 @@ impl Simulator {
                 seed: config.seed,
                 faults: RwLock::new(Arc::new(faults)),
                 counters: Counters::default(),
+                versions: Default::default(),
             }),
         })
     }
@@ -203,6 +208,40 @@ impl Simulator {
     /// The faults in force, as they were set.
     pub fn faults(&self) -> Faults {
         self.inner.faults.read().spec.clone()
+    }
+
+    /// Changes only the fault keys present in `patch` (a JSON object of [`Faults`]
+    /// fields), after validating the result. An `outage` or `quota` given starts now.
+    pub fn patch_faults(&self, patch: &serde_json::Value) -> Result<(), SimError> {
+        let invalid = |reason: String| SimError::InvalidValue {
+            field: "patch",
+            reason,
+        };
+        let serde_json::Value::Object(patch) = patch else {
+            return Err(invalid("a patch is a JSON object of fault keys".into()));
+        };
+        let mut merged = serde_json::to_value(self.faults()).map_err(|e| invalid(e.to_string()))?;
+        if let serde_json::Value::Object(current) = &mut merged {
+            for (key, value) in patch {
+                current.insert(key.clone(), value.clone());
+            }
+        }
+        let faults: Faults = serde_json::from_value(merged).map_err(|e| invalid(e.to_string()))?;
+        self.set_faults(faults)
+    }
+
+    /// The version of user `id`: 1 until it is changed.
+    pub fn user_version(&self, id: &str) -> u64 {
+        self.inner.versions.lock().get(id).copied().unwrap_or(1)
+    }
+
+    /// Changes user `id`: its next version has another body, `ETag` and
+    /// `Last-Modified`. The new version.
+    pub fn change_user(&self, id: &str) -> u64 {
+        let mut versions = self.inner.versions.lock();
+        let v = versions.entry(id.to_owned()).or_insert(1);
+        *v += 1;
+        *v
     }
 }
 

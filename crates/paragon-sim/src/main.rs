@@ -4,7 +4,8 @@
 //! paragon-sim --listen 127.0.0.1:9090 --latency 50ms --error-rate 0.1
 //! ```
 //!
-//! Faults can be changed while it runs with `PUT /_sim/faults`; counters are at
+//! Faults can be changed while it runs with `PUT /_sim/faults` (or only some keys with
+//! `PATCH /_sim/faults`; a user's next version with `POST /_sim/users/{id}/change`); counters are at
 //! `GET /_sim/stats`. Logs follow `RUST_LOG` (default `info`).
 
 use std::net::SocketAddr;
@@ -18,7 +19,17 @@ use tracing_subscriber::EnvFilter;
 
 /// The simulated ParagoN API, with fault injection.
 #[derive(Debug, Parser)]
-#[command(name = "paragon-sim", version, about)]
+#[command(
+    name = "paragon-sim",
+    version,
+    about,
+    after_help = "Control endpoint (no authentication, not counted):\n  \
+        GET /_sim/stats                  what was served, by path and status, and how many were conditional\n  \
+        POST /_sim/reset                 zero the counters\n  \
+        GET|PUT /_sim/faults             read or replace the faults (JSON of the flags above, snake_case)\n  \
+        PATCH /_sim/faults               change only the keys given\n  \
+        POST /_sim/users/{id}/change     the user's next version (new body, ETag, Last-Modified)"
+)]
 struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
@@ -87,6 +98,10 @@ struct Cli {
     /// Those requests wait this long more before they fail, e.g. 10s.
     #[arg(long, value_parser = duration)]
     fail_first_delay: Option<String>,
+    /// Send ETag and Last-Modified on users, and answer 304 to a conditional request
+    /// whose user has not changed (change one with POST /_sim/users/{id}/change).
+    #[arg(long)]
+    etags: bool,
 }
 
 fn rate(text: &str) -> Result<f64, String> {
@@ -128,6 +143,7 @@ impl Cli {
             fail_first: self.fail_first,
             fail_first_status: self.fail_first_status,
             fail_first_delay: self.fail_first_delay,
+            etags: self.etags,
         };
         let config = SimConfig {
             api_key: self.api_key,

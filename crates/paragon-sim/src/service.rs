@@ -6,7 +6,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{
+    HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
@@ -157,6 +160,11 @@ impl Simulator {
             return Ok(response);
         }
 
+        let conditional = req.headers().contains_key(IF_NONE_MATCH)
+            || req.headers().contains_key(IF_MODIFIED_SINCE);
+        if conditional {
+            self.inner.counters.record_conditional();
+        }
         let now = Instant::now();
         if let Some(until) = faults.outage_until.filter(|until| now < *until) {
             let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "ParagoN is down");
@@ -198,12 +206,61 @@ impl Simulator {
             Some(EarlyFault::Drop) => return Err(ConnectionDropped),
             Some(EarlyFault::Error) => problem(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
             None if id.starts_with("missing") => error_json(StatusCode::NOT_FOUND, "not_found"),
-            None => user_response(&id, faults.body_fault(draws), faults.oversized_bytes),
+            None => match faults.body_fault(draws) {
+                None if faults.spec.etags => self.versioned_user(&id, req.headers()),
+                fault => user_response(&id, fault, faults.oversized_bytes),
+            },
         };
         if let Some((q, decision)) = quota {
             add_rate_limit_headers(response.headers_mut(), q, decision);
         }
         Ok(response)
+    }
+
+    /// The current version of user `id` with its `ETag` and `Last-Modified`, or `304`
+    /// when the request's validators name that version.
+    fn versioned_user(&self, id: &str, headers: &HeaderMap) -> Response<SimBody> {
+        let version = self.user_version(id);
+        let tag = format!("\"{:016x}-v{version}\"", crate::user::fnv1a(id.as_bytes()));
+        let modified =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000 + version * 60);
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let matches = match text(IF_NONE_MATCH) {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag),
+            None => text(IF_MODIFIED_SINCE)
+                .and_then(|d| httpdate::parse_http_date(d).ok())
+                .is_some_and(|since| since >= modified),
+        };
+        let mut response = if matches {
+            let mut r = Response::new(SimBody::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r
+        } else {
+            let mut user = user_json(id);
+            if version > 1 {
+                user["version"] = Value::from(version);
+            }
+            with_type(
+                StatusCode::OK,
+                APPLICATION_JSON,
+                SimBody::full(to_bytes(&user)),
+            )
+        };
+        let h = response.headers_mut();
+        if let Ok(tag) = HeaderValue::try_from(tag) {
+            h.insert(ETAG, tag);
+        }
+        if let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(modified)) {
+            h.insert(LAST_MODIFIED, date);
+        }
+        response
     }
 
     async fn control<B>(&self, req: Request<B>) -> Response<SimBody>
@@ -230,13 +287,25 @@ impl Simulator {
             }
             ("/_sim/reset", _) => allow("POST"),
             ("/_sim/faults", Method::GET) => json_response(StatusCode::OK, &self.faults()),
-            ("/_sim/faults", Method::PUT) => self.put_faults(req.into_body()).await,
-            ("/_sim/faults", _) => allow("GET, PUT"),
-            _ => error_json(StatusCode::NOT_FOUND, "not_found"),
+            ("/_sim/faults", Method::PUT) => self.put_faults(req.into_body(), false).await,
+            ("/_sim/faults", Method::PATCH) => self.put_faults(req.into_body(), true).await,
+            ("/_sim/faults", _) => allow("GET, PUT, PATCH"),
+            (path, method) => match path
+                .strip_prefix("/_sim/users/")
+                .and_then(|rest| rest.strip_suffix("/change"))
+                .and_then(|id| percent_decode_str(id).decode_utf8().ok())
+            {
+                Some(id) if method == Method::POST && !id.is_empty() => {
+                    let version = self.change_user(&id);
+                    json_response(StatusCode::OK, &json!({ "id": id, "version": version }))
+                }
+                Some(_) => allow("POST"),
+                None => error_json(StatusCode::NOT_FOUND, "not_found"),
+            },
         }
     }
 
-    async fn put_faults<B>(&self, body: B) -> Response<SimBody>
+    async fn put_faults<B>(&self, body: B, patch: bool) -> Response<SimBody>
     where
         B: Body,
         B::Error: Into<BoxError>,
@@ -251,11 +320,18 @@ impl Simulator {
             Ok(collected) => collected.to_bytes(),
             Err(e) => return invalid(format!("cannot read the body: {e}")),
         };
-        let faults: Faults = match serde_json::from_slice(&bytes) {
-            Ok(faults) => faults,
-            Err(e) => return invalid(e.to_string()),
+        let applied = if patch {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(value) => self.patch_faults(&value),
+                Err(e) => return invalid(e.to_string()),
+            }
+        } else {
+            match serde_json::from_slice::<Faults>(&bytes) {
+                Ok(faults) => self.set_faults(faults),
+                Err(e) => return invalid(e.to_string()),
+            }
         };
-        match self.set_faults(faults) {
+        match applied {
             Ok(()) => json_response(StatusCode::OK, &self.faults()),
             Err(e) => invalid(e.to_string()),
         }

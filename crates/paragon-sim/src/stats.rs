@@ -15,7 +15,7 @@ pub const MAX_TRACKED_PATHS: usize = 10_000;
 pub const STATUS_DROPPED: u16 = 0;
 
 /// Every status the simulator can answer on `/users`, plus [`STATUS_DROPPED`].
-const STATUSES: [u16; 9] = [STATUS_DROPPED, 200, 400, 401, 404, 405, 429, 500, 503];
+const STATUSES: [u16; 10] = [STATUS_DROPPED, 200, 304, 400, 401, 404, 405, 429, 500, 503];
 const SHARDS: usize = 16;
 
 /// A snapshot of what the simulator served on `/users/*`. Control requests
@@ -30,6 +30,9 @@ pub struct Stats {
     /// Requests by exact path as received (still percent-encoded, without the query),
     /// for at most [`MAX_TRACKED_PATHS`] distinct paths.
     pub by_path: BTreeMap<String, u64>,
+    /// Requests that were conditional (`If-None-Match` or `If-Modified-Since`).
+    #[serde(default)]
+    pub conditional: u64,
 }
 
 /// Lock-light counters: atomics, and a path map split in shards whose locks are held
@@ -37,6 +40,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub(crate) struct Counters {
     total: AtomicU64,
+    conditional: AtomicU64,
     by_status: [AtomicU64; STATUSES.len()],
     paths: [Mutex<HashMap<Box<str>, u64>>; SHARDS],
     distinct_paths: AtomicUsize,
@@ -48,6 +52,7 @@ impl Default for Counters {
     fn default() -> Self {
         Self {
             total: AtomicU64::new(0),
+            conditional: AtomicU64::new(0),
             by_status: std::array::from_fn(|_| AtomicU64::new(0)),
             paths: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             distinct_paths: AtomicUsize::new(0),
@@ -86,6 +91,11 @@ impl Counters {
         }
     }
 
+    /// Counts one conditional request.
+    pub(crate) fn record_conditional(&self) {
+        self.conditional.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
@@ -120,11 +130,13 @@ impl Counters {
             total: self.total(),
             by_status,
             by_path,
+            conditional: self.conditional.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) fn reset(&self) {
         self.total.store(0, Ordering::Relaxed);
+        self.conditional.store(0, Ordering::Relaxed);
         self.other_statuses.lock().clear();
         for count in &self.by_status {
             count.store(0, Ordering::Relaxed);

@@ -55,7 +55,7 @@ const TAGS: [&str; 8] = [
 
 /// FNV-1a: a small, stable hash (stable across Rust and crate versions, unlike
 /// `std`'s hasher), so a user never changes between runs or releases.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xCBF2_9CE4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01B3)
     })

@@ -147,3 +147,74 @@ impl JsonBody for reqwest::RequestBuilder {
             .body(serde_json::to_vec(value).expect("serializable"))
     }
 }
+
+#[tokio::test]
+async fn patch_changes_only_the_keys_given_and_users_change_at_run_time() {
+    let sim = start(SimConfig::default()).await;
+    let client = client();
+    let url = format!("{}/_sim/faults", sim.base_url());
+    sim.sim()
+        .set_faults(Faults {
+            error_rate: 0.5,
+            ..Faults::default()
+        })
+        .unwrap();
+    let r = client
+        .patch(&url)
+        .body(r#"{"etags": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        sim.sim().faults(),
+        Faults {
+            error_rate: 0.5,
+            etags: true,
+            ..Faults::default()
+        }
+    );
+    for bad in [r#"{"error_rate": 7}"#, r#"{"nope": 1}"#, "[1]", "x"] {
+        let r = client.patch(&url).body(bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    sim.sim()
+        .set_faults(Faults {
+            etags: true,
+            ..Faults::default()
+        })
+        .unwrap();
+
+    // ETag and Last-Modified; a conditional request on them gets a 304 without a body.
+    let (status, headers, body) = get(&client, &sim, "/users/u1").await;
+    assert_eq!(status, 200);
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    let date = headers["last-modified"].to_str().unwrap().to_owned();
+    let cond = |name: &'static str, value: String| {
+        let client = client.clone();
+        let url = format!("{}/users/u1", sim.base_url());
+        async move {
+            let r = client.get(url).header(name, value).send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap())
+        }
+    };
+    let (status, empty) = cond("if-none-match", tag.clone()).await;
+    assert_eq!((status, empty.len()), (304, 0));
+    assert_eq!(cond("if-modified-since", date.clone()).await.0, 304);
+    assert_eq!(cond("if-none-match", "\"other\"".into()).await.0, 200);
+
+    // The user changes: a new body, tag and date; the old tag no longer matches.
+    let r = client
+        .post(format!("{}/_sim/users/u1/change", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(&r.bytes().await.unwrap())["version"], 2);
+    let (status, changed) = cond("if-none-match", tag.clone()).await;
+    assert_eq!(status, 200);
+    assert_ne!(changed, body);
+    assert_eq!(json(&changed)["version"], 2);
+    assert_eq!(cond("if-modified-since", date).await.0, 200);
+    let stats: Stats = sim.sim().stats();
+    assert_eq!((stats.conditional, stats.by_status[&304]), (5, 2));
+}

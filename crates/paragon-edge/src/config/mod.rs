@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub max_request_head_bytes: usize,
     /// Connections open at once; past it new ones wait in the kernel's backlog.
     pub max_connections: usize,
+    /// `Cache-Control` directives of user answers, after `private, `: `no-cache`, or
+    /// e.g. `max-age=30`.
+    pub browser_cache: String,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             idle_timeout: Dur::secs(60),
             max_request_head_bytes: 65_536,
             max_connections: 10_000,
+            browser_cache: "no-cache".into(),
         }
     }
 }
@@ -132,12 +136,19 @@ pub struct CacheSection {
     pub enabled: bool,
     /// Freshness of an answer.
     pub ttl: Dur,
+    /// Share of `ttl` (0 to 1) by which each entry's TTL is shortened at random.
+    pub ttl_jitter: f64,
     /// Most entries held.
     pub max_entries: usize,
     /// Most bytes of cached bodies held (whichever of this and `max_entries` binds first).
     pub max_bytes: u64,
     /// Stale serving window after expiry, when the upstream cannot answer.
     pub stale_if_error: Dur,
+    /// After expiry, answer at once from the old entry this long while one background
+    /// refresh runs; 0 off.
+    pub stale_while_revalidate: Dur,
+    /// Refresh an entry that has ParagoN's validators with a conditional request.
+    pub revalidate: bool,
     /// How long 404 answers are cached; 0 never.
     pub negative_ttl: Dur,
     /// `memory`, or `redis` as a shared second tier.
@@ -149,9 +160,12 @@ impl Default for CacheSection {
         CacheSection {
             enabled: true,
             ttl: Dur::secs(300),
+            ttl_jitter: 0.1,
             max_entries: 100_000,
             max_bytes: 268_435_456,
             stale_if_error: Dur::secs(600),
+            stale_while_revalidate: Dur::secs(0),
+            revalidate: true,
             negative_ttl: Dur::secs(0),
             backend: Backend::Memory,
         }
@@ -174,6 +188,10 @@ pub struct RateLimitSection {
     pub max_wait: Dur,
     /// Longest pause that one ParagoN 429 can impose.
     pub max_pause: Dur,
+    /// Also obey the quota ParagoN advertises on its answers.
+    pub follow_upstream: bool,
+    /// Share of the burst (0 to 1) background calls never take.
+    pub background_reserve: f64,
     /// `memory`, or `redis`: one budget for every instance.
     pub backend: Backend,
 }
@@ -187,6 +205,8 @@ impl Default for RateLimitSection {
             burst: 0,
             max_wait: Dur::secs(0),
             max_pause: Dur::secs(900),
+            follow_upstream: true,
+            background_reserve: 0.2,
             backend: Backend::Memory,
         }
     }
@@ -411,6 +431,7 @@ impl Config {
                 ),
             ));
         }
+        check_browser_cache(&self.server.browser_cache)?;
         let key = self.upstream.api_key.expose();
         if key.chars().any(|c| c.is_control() || !c.is_ascii()) {
             return Err(invalid(
@@ -488,6 +509,46 @@ impl Config {
     }
 }
 
+/// `server.browser_cache`: comma-separated `Cache-Control` directives that make sense
+/// for a private answer: `no-cache`, `no-store`, `must-revalidate`, `immutable`, and
+/// `max-age`, `stale-while-revalidate`, `stale-if-error` with whole seconds.
+fn check_browser_cache(value: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "server.browser_cache";
+    if value.trim().is_empty() {
+        return Err(invalid(
+            KEY,
+            "is empty; write e.g. \"no-cache\" or \"max-age=30\"",
+        ));
+    }
+    for directive in value.split(',').map(str::trim) {
+        let ok = match directive.split_once('=') {
+            None => matches!(
+                directive,
+                "no-cache" | "no-store" | "must-revalidate" | "immutable"
+            ),
+            Some((name, secs)) => {
+                matches!(
+                    name,
+                    "max-age" | "stale-while-revalidate" | "stale-if-error"
+                ) && !secs.is_empty()
+                    && secs.len() <= 10
+                    && secs.bytes().all(|b| b.is_ascii_digit())
+            }
+        };
+        if !ok {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "{directive:?} is not a Cache-Control directive for a private answer \
+                     (no-cache, no-store, must-revalidate, immutable, max-age=N, \
+                     stale-while-revalidate=N, stale-if-error=N)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn positive(key: &'static str, d: Dur) -> Result<(), ConfigError> {
     if d.0.is_zero() {
         Err(invalid(key, "must be longer than zero"))
@@ -547,6 +608,17 @@ mod tests {
             ("[cache]\nttl = \"soon\"", "cache.ttl"),
             ("[cache]\nmax_bytes = 0", "cache.max_bytes"),
             ("[cache]\nmax_bytes = -1", "cache.max_bytes"),
+            ("[cache]\nttl_jitter = 1.5", "cache.ttl_jitter"),
+            ("[cache]\nttl_jitter = -0.1", "cache.ttl_jitter"),
+            ("[cache]\nttl_jitter = \"lots\"", "cache.ttl_jitter"),
+            (
+                "[cache]\nstale_while_revalidate = \"soon\"",
+                "cache.stale_while_revalidate",
+            ),
+            (
+                "[cache]\nstale_while_revalidat = \"1s\"",
+                "stale_while_revalidat",
+            ),
             (
                 "[circuit_breaker]\nfailure_rate = 1.5",
                 "circuit_breaker.failure_rate",
@@ -565,7 +637,28 @@ mod tests {
             ("[rate_limit]\nmax_requests = 0", "rate_limit.max_requests"),
             ("[rate_limit]\nmax_requests = -1", "rate_limit.max_requests"),
             ("[rate_limit]\nbackend = \"etcd\"", "rate_limit.backend"),
+            (
+                "[rate_limit]\nbackground_reserve = 1.2",
+                "rate_limit.background_reserve",
+            ),
+            (
+                "[rate_limit]\nfollow_upstream = \"yes\"",
+                "rate_limit.follow_upstream",
+            ),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            (
+                "[server]\nbrowser_cache = \"public\"",
+                "server.browser_cache",
+            ),
+            ("[server]\nbrowser_cache = \"\"", "server.browser_cache"),
+            (
+                "[server]\nbrowser_cache = \"max-age=ten\"",
+                "server.browser_cache",
+            ),
+            (
+                "[server]\nbrowser_cache = \"no-cache\\r\\nx: y\"",
+                "server.browser_cache",
+            ),
             (
                 "[server]\ncors_allowed_origins = [\"localhost\"]",
                 "server.cors_allowed_origins",

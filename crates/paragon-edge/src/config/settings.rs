@@ -108,6 +108,9 @@ fn cache_builder(config: &Config) -> paragon_layers::cache::CacheConfigBuilder {
         .max_bytes(c.max_bytes)
         .stale_if_error(c.stale_if_error.0)
         .negative_ttl(c.negative_ttl.0)
+        .ttl_jitter(c.ttl_jitter)
+        .stale_while_revalidate(c.stale_while_revalidate.0)
+        .revalidate(c.revalidate)
 }
 
 fn rate_limit_builder(config: &Config) -> paragon_layers::rate_limit::RateLimitConfigBuilder {
@@ -116,6 +119,8 @@ fn rate_limit_builder(config: &Config) -> paragon_layers::rate_limit::RateLimitC
         .burst(r.burst)
         .max_wait(r.max_wait.0)
         .max_pause(r.max_pause.0)
+        .follow_upstream(r.follow_upstream)
+        .background_reserve(r.background_reserve)
 }
 
 fn breaker_builder(config: &Config) -> paragon_layers::circuit_breaker::BreakerConfigBuilder {

@@ -54,7 +54,15 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 "admitted": st.admitted,
                 "rejected_budget": st.rejected_budget,
                 "rejected_pause": st.rejected_pause,
+                "rejected_quota": st.rejected_quota,
+                "rejected_background": st.rejected_background,
                 "upstream_429": st.upstream_429,
+                "follow_upstream": cfg.follow_upstream,
+                "background_reserve": cfg.background_reserve,
+                "upstream_quota": l.upstream_quota().map(|(remaining, reset)| json!({
+                    "remaining": remaining,
+                    "reset_in_ms": millis(reset),
+                })),
             })
         }
         None => json!({ "enabled": false }),

@@ -5,13 +5,14 @@ use std::collections::HashSet;
 use axum::body::Body;
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, RawQuery, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{Endpoint, Error, Fetched, InvalidUserId, User, UserId};
+use paragon_client::{Endpoint, Error, Fetched, InvalidUserId, Priority, User, UserId};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
-use crate::problem::Problem;
+use crate::problem::{insert_policy, Problem, RatePolicy};
 use crate::state::AppState;
 
 /// `x-cache: HIT | MISS | STALE` (a static name: no parsing per answer).
@@ -46,21 +47,64 @@ pub async fn get_user(
             return p.into_response();
         }
     }
-    user_response(state.stack().client.fetch_user_with_status(&id).await)
+    let priority = priority_of(request.headers());
+    let result = state.stack().client.fetch_user_with(&id, priority).await;
+    user_response(&state, result, request.headers())
 }
 
-fn user_response(result: Result<Fetched<User>, Error>) -> Response {
+/// A frontend's prefetch (`Sec-Purpose: prefetch`, or the older `Purpose: prefetch`) is a
+/// background call; every other request is interactive.
+pub fn priority_of(headers: &HeaderMap) -> Priority {
+    let prefetch = [&SEC_PURPOSE, &PURPOSE].into_iter().any(|name| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split([',', ';'])
+                    .next()
+                    .is_some_and(|first| first.trim().eq_ignore_ascii_case("prefetch"))
+            })
+        })
+    });
+    if prefetch {
+        Priority::Background
+    } else {
+        Priority::Interactive
+    }
+}
+
+/// `Sec-Purpose`, which browsers set on prefetches.
+static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
+/// `Purpose`, the older name of `Sec-Purpose`.
+static PURPOSE: HeaderName = HeaderName::from_static("purpose");
+
+/// The user with `x-cache`, our `ETag` of its body and `Cache-Control`; `304` without a
+/// body when the request's `If-None-Match` names that `ETag`.
+fn user_response(
+    state: &AppState,
+    result: Result<Fetched<User>, Error>,
+    request: &HeaderMap,
+) -> Response {
     match result {
         Ok(fetched) => {
-            let mut response = Response::new(Body::from(fetched.value.raw_json()));
+            let body = fetched.value.raw_json();
+            let tag = etag(&body);
+            let not_modified = if_none_match(request, &tag);
+            let mut response = if not_modified {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                r
+            } else {
+                Response::new(Body::from(body))
+            };
             // Room for every header the answer gets on its way out (request id, CORS), so
             // the map is allocated once instead of growing and rehashing per answer.
             let h = response.headers_mut();
             h.reserve(12);
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            if !not_modified {
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+            }
             h.insert(
                 X_CACHE.clone(),
                 HeaderValue::from_static(fetched.cache.as_str()),
@@ -71,10 +115,34 @@ fn user_response(result: Result<Fetched<User>, Error>) -> Response {
                     HeaderValue::from(fetched.attempts),
                 );
             }
+            if let Ok(tag) = HeaderValue::try_from(tag) {
+                h.insert(header::ETAG, tag);
+            }
+            h.insert(header::CACHE_CONTROL, state.0.cache_control.clone());
             response
         }
-        Err(e) => problem_for(&e).into_response(),
+        Err(e) => problem_for(state, &e).into_response(),
     }
+}
+
+/// Our strong `ETag` of a body: a 64-bit hash of its bytes, the same on every instance
+/// of one build (a fixed seed), so a browser's tag is recognised across a fleet.
+pub fn etag(body: &[u8]) -> String {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x7061_7261_676f_6e21).hash_one(body);
+    format!("\"{hash:016x}\"")
+}
+
+/// Whether `If-None-Match` names `tag` (or is `*`), by the weak comparison RFC 9110
+/// prescribes for it (a `W/` prefix is ignored).
+pub fn if_none_match(headers: &HeaderMap, tag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == tag)
 }
 
 /// `GET /v1/users/` has an empty id.
@@ -82,8 +150,10 @@ pub async fn empty_id() -> Response {
     Problem::invalid_id(&InvalidUserId::Empty).into_response()
 }
 
-fn problem_for(e: &Error) -> Problem {
-    let p = Problem::from_error(e);
+/// The problem answering `e`; a `429` describes the edge's upstream budget in its
+/// `RateLimit` headers.
+fn problem_for(state: &AppState, e: &Error) -> Problem {
+    let p = Problem::from_error(e).with_policy(state.upstream_policy());
     if p.status >= 500 {
         tracing::warn!(error = %e, kind = e.kind(), status = p.status, "ParagoN call failed");
     }
@@ -162,6 +232,7 @@ pub async fn get_batch(
             return p.into_response();
         }
     }
+    let priority = priority_of(request.headers());
     let concurrency = config.upstream.max_concurrency.max(1);
     let max_bytes = config.server.max_batch_bytes;
     // In the order asked, so the answer holds users up to `max_batch_bytes` and the ids
@@ -170,60 +241,121 @@ pub async fn get_batch(
     let mut results = stream::iter(ids.iter().cloned())
         .map(|id| {
             let client = state.stack().client.clone();
-            async move { client.fetch_user(&id).await }
+            async move {
+                client
+                    .fetch_user_with(&id, priority)
+                    .await
+                    .map(|fetched| fetched.value)
+            }
         })
         .buffered(concurrency);
-    let mut users = BytesMut::with_capacity(256 * ids.len().min(64) + 32);
-    let mut errors = BytesMut::new();
+    let mut users: Vec<(&str, Box<RawValue>)> = Vec::with_capacity(ids.len());
+    let mut errors: Vec<(&str, Problem)> = Vec::new();
+    let mut held = 0;
     let mut full = false;
-    let mut i = 0;
+    let mut outcome = BatchOutcome::default();
+    let mut next_id = ids.iter();
     while let Some(result) = results.next().await {
-        let key = serde_json::to_vec(ids[i].as_str()).unwrap_or_default();
-        i += 1;
-        let (out, value) = match result {
-            Ok(user)
-                if !full && users.len() + key.len() + user.raw_json().len() + 2 <= max_bytes =>
-            {
-                (&mut users, user.raw_json())
+        let Some(id) = next_id.next() else { break };
+        let id = id.as_str();
+        let p = match result {
+            Ok(user) if !full && held + id.len() + user.raw_json().len() + 4 <= max_bytes => {
+                // ParagoN's bytes as they are: checked JSON since they arrived.
+                match serde_json::from_slice::<&RawValue>(&user.raw_json()) {
+                    Ok(raw) => {
+                        held += id.len() + raw.get().len() + 4;
+                        outcome.succeeded = true;
+                        users.push((id, raw.to_owned()));
+                        continue;
+                    }
+                    Err(e) => Problem::from_error(&Error::Transport(format!("a user body: {e}"))),
+                }
             }
             Ok(_) => {
                 full = true;
-                let p = Problem::too_large_for_batch(max_bytes);
-                (
-                    &mut errors,
-                    Bytes::from(serde_json::to_vec(&p).unwrap_or_default()),
-                )
+                Problem::too_large_for_batch(max_bytes)
             }
-            Err(e) => (
-                &mut errors,
-                Bytes::from(serde_json::to_vec(&problem_for(&e)).unwrap_or_default()),
-            ),
+            Err(e) => problem_for(&state, &e),
         };
-        out.put_u8(if out.is_empty() { b'{' } else { b',' });
-        out.put_slice(&key);
-        out.put_u8(b':');
-        out.put_slice(&value);
+        outcome.failed(&p);
+        errors.push((id, p));
     }
-    let mut body = BytesMut::with_capacity(users.len() + errors.len() + 32);
-    body.put_slice(b"{\"users\":");
-    close_object(&mut body, &users);
-    body.put_slice(b",\"errors\":");
-    close_object(&mut body, &errors);
-    body.put_u8(b'}');
-    let mut response = (StatusCode::OK, body.freeze()).into_response();
-    response.headers_mut().insert(
+    let body = serde_json::to_vec(&BatchBody {
+        users: Members(&users),
+        errors: Members(&errors),
+    })
+    .unwrap_or_default();
+    let (status, retry_after) = outcome.status();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let Some(secs) = retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(policy) = outcome.policy {
+                insert_policy(headers, &policy, secs);
+            }
+        }
+    }
     response
 }
 
-fn close_object(body: &mut BytesMut, members: &BytesMut) {
-    if members.is_empty() {
-        body.put_slice(b"{}");
-    } else {
-        body.put_slice(members);
-        body.put_u8(b'}');
+/// What the ids of a batch ended in, for the status of the whole answer: `200` when any
+/// id succeeded (or errors differ), else the one status every id failed with.
+#[derive(Default)]
+struct BatchOutcome {
+    /// Some id was answered with its user.
+    succeeded: bool,
+    /// The status every failed id shares, `Err(())` once two differ.
+    status: Option<Result<u16, ()>>,
+    /// The smallest `Retry-After` of the failed ids.
+    retry_after: Option<u64>,
+    /// The budget a `429` describes.
+    policy: Option<RatePolicy>,
+}
+
+impl BatchOutcome {
+    fn failed(&mut self, p: &Problem) {
+        self.status = match self.status {
+            None => Some(Ok(p.status)),
+            Some(Ok(s)) if s == p.status => Some(Ok(s)),
+            Some(_) => Some(Err(())),
+        };
+        if let Some(secs) = p.retry_after {
+            self.retry_after = Some(self.retry_after.map_or(secs, |r| r.min(secs)));
+        }
+        self.policy = self.policy.or(p.policy);
+    }
+
+    /// The status of the answer, and its `Retry-After` (for a `429` or `503`).
+    fn status(&self) -> (StatusCode, Option<u64>) {
+        match self.status {
+            Some(Ok(s)) if !self.succeeded => {
+                let status = StatusCode::from_u16(s).unwrap_or(StatusCode::OK);
+                let retry = matches!(s, 429 | 503).then_some(self.retry_after).flatten();
+                (status, retry)
+            }
+            _ => (StatusCode::OK, None),
+        }
+    }
+}
+
+/// A batch answer: `{"users": {id: user}, "errors": {id: problem}}`, in the order asked.
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    users: Members<'a, Box<RawValue>>,
+    errors: Members<'a, Problem>,
+}
+
+/// Pairs written as a JSON object, in their order.
+struct Members<'a, T>(&'a [(&'a str, T)]);
+
+impl<T: Serialize> Serialize for Members<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -251,5 +383,77 @@ mod tests {
         }
         assert_eq!(parse_batch(Some("ids=a,b,c"), 2).unwrap_err().status, 400);
         assert!(parse_batch(Some("ids=a,b"), 2).is_ok());
+    }
+
+    fn problem(status: StatusCode, retry: Option<u64>) -> Problem {
+        let mut p = Problem::new(status, "x", "X", "x");
+        p.retry_after = retry;
+        p
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly_and_accepts_lists_and_any() {
+        let tag = etag(b"{}");
+        assert_eq!(tag.len(), 18);
+        assert_eq!(tag, etag(b"{}"), "stable");
+        assert_ne!(tag, etag(b"{ }"));
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+            if_none_match(&h, &tag)
+        };
+        assert!(with(&tag));
+        assert!(with(&format!("W/{tag}")));
+        assert!(with(&format!("\"x\", {tag}")));
+        assert!(with("*"));
+        assert!(!with("\"x\""));
+        assert!(!if_none_match(&HeaderMap::new(), &tag));
+    }
+
+    #[test]
+    fn prefetches_are_background_calls() {
+        let with = |name: &'static str, v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_str(v).unwrap());
+            priority_of(&h)
+        };
+        assert_eq!(with("sec-purpose", "prefetch"), Priority::Background);
+        assert_eq!(
+            with("sec-purpose", "prefetch;prerender"),
+            Priority::Background
+        );
+        assert_eq!(with("purpose", "Prefetch"), Priority::Background);
+        assert_eq!(with("sec-purpose", "prerender"), Priority::Interactive);
+        assert_eq!(priority_of(&HeaderMap::new()), Priority::Interactive);
+    }
+
+    #[test]
+    fn a_batch_takes_the_status_its_ids_share_only_when_none_succeeded() {
+        let too_many = StatusCode::TOO_MANY_REQUESTS;
+        let mut all_429 = BatchOutcome::default();
+        all_429.failed(&problem(too_many, Some(7)));
+        all_429.failed(&problem(too_many, Some(3)));
+        assert_eq!(all_429.status(), (too_many, Some(3)));
+
+        let mut with_a_user = BatchOutcome::default();
+        with_a_user.failed(&problem(too_many, Some(3)));
+        with_a_user.succeeded = true;
+        assert_eq!(with_a_user.status(), (StatusCode::OK, None));
+
+        let mut mixed = BatchOutcome::default();
+        mixed.failed(&problem(too_many, Some(3)));
+        mixed.failed(&problem(StatusCode::SERVICE_UNAVAILABLE, Some(1)));
+        assert_eq!(mixed.status(), (StatusCode::OK, None));
+
+        let mut all_404 = BatchOutcome::default();
+        all_404.failed(&problem(StatusCode::NOT_FOUND, None));
+        all_404.failed(&problem(StatusCode::NOT_FOUND, None));
+        assert_eq!(all_404.status(), (StatusCode::NOT_FOUND, None));
+
+        let mut all_502 = BatchOutcome::default();
+        all_502.failed(&problem(StatusCode::BAD_GATEWAY, Some(9)));
+        assert_eq!(all_502.status(), (StatusCode::BAD_GATEWAY, None));
+
+        assert_eq!(BatchOutcome::default().status(), (StatusCode::OK, None));
     }
 }

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use super::freshness::Grace;
 use super::service::{Cache, CacheHandle, Shared, TierLink};
 use super::tier::SharedTier;
 use super::CacheKey;
 use crate::{Clock, ConfigError};
 
 /// Validated cache settings, made with [`CacheConfig::builder`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CacheConfig {
     /// How long an answer is fresh.
     pub ttl: Duration,
@@ -29,6 +30,27 @@ pub struct CacheConfig {
     pub stale_if_error: Duration,
     /// How long "does not exist" answers are cached; zero never caches them.
     pub negative_ttl: Duration,
+    /// Share of the TTL (0 to 1) by which each entry's TTL is shortened at random:
+    /// an entry lives `ttl × (1 − U[0, ttl_jitter])`, so entries stored together do not
+    /// expire together.
+    pub ttl_jitter: f64,
+    /// After `ttl`, how long an entry is still answered at once (as
+    /// [`CacheStatus::Updating`](super::CacheStatus::Updating)) while one background
+    /// refresh of it runs; zero refreshes only on a miss.
+    pub stale_while_revalidate: Duration,
+    /// Refill an expired entry with a request made conditional on it (see
+    /// [`Revalidate`](super::Revalidate)), so an unchanged answer costs no body.
+    pub revalidate: bool,
+}
+
+impl CacheConfig {
+    /// The windows after the TTL, for the freshness rule.
+    pub fn grace(&self) -> Grace {
+        Grace {
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+        }
+    }
 }
 
 impl CacheConfig {
@@ -48,13 +70,16 @@ impl CacheConfig {
             max_bytes: Self::DEFAULT_MAX_BYTES,
             stale_if_error: Duration::ZERO,
             negative_ttl: Duration::ZERO,
+            ttl_jitter: 0.0,
+            stale_while_revalidate: Duration::ZERO,
+            revalidate: false,
         }
     }
 }
 
 /// Collects cache settings; [`build`](Self::build) checks them, so an unusable setting is
 /// an error that names it rather than a value silently changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct CacheConfigBuilder {
     ttl: Duration,
@@ -62,9 +87,30 @@ pub struct CacheConfigBuilder {
     max_bytes: u64,
     stale_if_error: Duration,
     negative_ttl: Duration,
+    ttl_jitter: f64,
+    stale_while_revalidate: Duration,
+    revalidate: bool,
 }
 
 impl CacheConfigBuilder {
+    /// Sets `revalidate`.
+    pub fn revalidate(mut self, on: bool) -> Self {
+        self.revalidate = on;
+        self
+    }
+
+    /// Sets `ttl_jitter` (from 0 to 1).
+    pub fn ttl_jitter(mut self, share: f64) -> Self {
+        self.ttl_jitter = share;
+        self
+    }
+
+    /// Sets `stale_while_revalidate`.
+    pub fn stale_while_revalidate(mut self, d: Duration) -> Self {
+        self.stale_while_revalidate = d;
+        self
+    }
+
     /// Sets `max_entries` (at least 1).
     pub fn max_entries(mut self, n: usize) -> Self {
         self.max_entries = n;
@@ -95,6 +141,12 @@ impl CacheConfigBuilder {
         if self.ttl.is_zero() {
             return Err(ConfigError::new("ttl", "must be longer than zero"));
         }
+        if !(0.0..=1.0).contains(&self.ttl_jitter) {
+            return Err(ConfigError::new(
+                "ttl_jitter",
+                format!("{} is not between 0 and 1", self.ttl_jitter),
+            ));
+        }
         Ok(CacheConfig {
             ttl: self.ttl,
             max_entries: NonZeroUsize::new(self.max_entries)
@@ -102,6 +154,9 @@ impl CacheConfigBuilder {
             max_bytes: NonZeroU64::new(self.max_bytes).ok_or_else(|| at_least_one("max_bytes"))?,
             stale_if_error: self.stale_if_error,
             negative_ttl: self.negative_ttl,
+            ttl_jitter: self.ttl_jitter,
+            stale_while_revalidate: self.stale_while_revalidate,
+            revalidate: self.revalidate,
         })
     }
 }
@@ -180,6 +235,13 @@ mod tests {
         assert_eq!(err.field, "max_bytes");
         let err = CacheConfig::builder(Duration::ZERO).build().unwrap_err();
         assert_eq!(err.field, "ttl");
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let err = CacheConfig::builder(ttl)
+                .ttl_jitter(bad)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field, "ttl_jitter");
+        }
         let c = CacheConfig::builder(ttl)
             .max_entries(7)
             .max_bytes(1000)

@@ -14,6 +14,13 @@
 //!
 //! - The table is bounded by `max_entries` and by `max_bytes` of answers, whichever binds
 //!   first; an answer says what it weighs through [`CacheWeight`].
+//! - Past its TTL, an entry within `stale_while_revalidate` is answered at once
+//!   ([`CacheStatus::Updating`]) while one background refresh of its key runs (a request
+//!   marked [`Priority::Background`](crate::Priority)); TTLs are shortened at random by
+//!   up to `ttl_jitter`.
+//! - With `revalidate`, a refill of an expired entry is made conditional on it
+//!   ([`Revalidate`]); an answer that says "not modified" ([`NotModified`]) renews the
+//!   entry ([`CacheStatus::Revalidated`]).
 //!
 //! The request names its key through [`CacheKey`]; the response learns how it was
 //! answered through [`CacheStatusSink`].
@@ -71,15 +78,23 @@ pub enum CacheStatus {
     Miss,
     /// The inner service could not answer; an expired entry within `stale_if_error` was served.
     Stale,
+    /// An expired entry within `stale_while_revalidate`, answered at once while one
+    /// background refresh of it runs.
+    Updating,
+    /// The entry was expired; the inner service said it had not changed, so it was
+    /// renewed and served (a conditional refresh answered "not modified").
+    Revalidated,
 }
 
 impl CacheStatus {
-    /// `HIT`, `MISS` or `STALE`, as in an `x-cache` header.
+    /// `HIT`, `MISS`, `STALE`, `UPDATING` or `REVALIDATED`, as in an `x-cache` header.
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
             CacheStatus::Miss => "MISS",
             CacheStatus::Stale => "STALE",
+            CacheStatus::Updating => "UPDATING",
+            CacheStatus::Revalidated => "REVALIDATED",
         }
     }
 }
@@ -97,6 +112,23 @@ pub trait CacheWeight {
 pub trait CacheStatusSink {
     /// Records how this response was produced.
     fn set_cache_status(&mut self, status: CacheStatus);
+}
+
+/// A request the cache can make conditional on the answer it holds, so that the upstream
+/// may answer "not modified" instead of the whole answer again (HTTP `If-None-Match`,
+/// `If-Modified-Since`).
+pub trait Revalidate<R> {
+    /// Makes this request conditional on `cached` being still current; `false` (and the
+    /// request unchanged) when `cached` has nothing to compare by.
+    fn revalidate_against(&mut self, cached: &R) -> bool;
+}
+
+/// An answer that may say "the answer you hold is still current" (HTTP `304`). Only a
+/// request made conditional through [`Revalidate`] gets one; the cache then renews its
+/// entry and answers the entry ([`CacheStatus::Revalidated`]).
+pub trait NotModified {
+    /// Whether this answer says the cached answer is still current.
+    fn is_not_modified(&self) -> bool;
 }
 
 /// What the cache may do with an error of the inner service.

@@ -18,11 +18,14 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
 
-use super::freshness::{Freshness, Lifetime};
+use super::freshness::{jittered_ttl, mix, Freshness, Grace, Lifetime};
 use super::layer::CacheConfig;
-use super::store::{Entry, Table};
-use super::{CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted};
-use crate::Clock;
+use super::store::{Entry, Lookup, Table};
+use super::{
+    CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted, NotModified,
+    Revalidate,
+};
+use crate::{CallPriority, Clock, Priority};
 
 use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry, TierError};
 
@@ -75,6 +78,9 @@ pub(crate) struct Shared<K, R, E> {
     clock: Clock,
     misses: AtomicU64,
     stale: AtomicU64,
+    updating: AtomicU64,
+    refreshes: AtomicU64,
+    revalidated: AtomicU64,
 }
 
 impl<K, R, E> Shared<K, R, E>
@@ -91,6 +97,9 @@ where
             clock,
             misses: AtomicU64::new(0),
             stale: AtomicU64::new(0),
+            updating: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            revalidated: AtomicU64::new(0),
         }
     }
 }
@@ -167,8 +176,8 @@ impl<S, Req, R, E> Service<Req> for Cache<S, Req, R, E>
 where
     S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
     S::Future: Send,
-    Req: CacheKey + Send + 'static,
-    R: CacheStatusSink + CacheWeight + Clone + Send + Sync + 'static,
+    Req: CacheKey + CallPriority + Revalidate<R> + Send + 'static,
+    R: CacheStatusSink + CacheWeight + NotModified + Clone + Send + Sync + 'static,
     E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
 {
     type Response = R;
@@ -186,11 +195,20 @@ where
         let now = shared.clock.now();
         let key = req.cache_key();
         let hash = shared.table.hash(&key);
-        if let Some(stored) = shared.table.get_fresh(hash, &key, now) {
-            return Either::Left(futures_util::future::ready(answer(
-                stored,
-                CacheStatus::Hit,
-            )));
+        match shared.table.lookup(hash, &key, now) {
+            Lookup::Hit(stored) => {
+                return Either::Left(futures_util::future::ready(answer(
+                    stored,
+                    CacheStatus::Hit,
+                )))
+            }
+            Lookup::Updating(stored) => {
+                let key = key.into_owned();
+                return Either::Left(futures_util::future::ready(
+                    self.refresh_behind(stored, hash, key, req),
+                ));
+            }
+            Lookup::Miss => {}
         }
         let key = key.into_owned();
 
@@ -213,11 +231,22 @@ where
         flights.insert(hash, key.clone(), flight.clone());
         drop(flights);
         shared.misses.fetch_add(1, Ordering::Relaxed);
+        let mut req = req;
+        // An expired entry still held: ask the upstream whether it is still current.
+        let cached = if shared.config.revalidate {
+            match shared.table.peek(hash, &key) {
+                Some(Stored::Value(r)) if req.revalidate_against(&r) => Some(r),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let fill = Fill {
             shared: shared.clone(),
             key,
             hash,
             tx: Some(flight.clone()),
+            cached,
         };
         // A fill that the inner service answers at once (a shared-tier hit, an in-memory
         // upstream) is answered here, with no task and no wake-up.
@@ -229,6 +258,56 @@ where
         // so a caller that gives up does not cancel the fill for the others.
         tokio::spawn(run);
         Either::Right(Box::pin(wait(flight)))
+    }
+}
+
+impl<S, Req, R, E> Cache<S, Req, R, E>
+where
+    S: Service<Req, Response = R, Error = E> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    Req: CacheKey + CallPriority + Revalidate<R> + Send + 'static,
+    R: CacheStatusSink + CacheWeight + NotModified + Clone + Send + Sync + 'static,
+    E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
+{
+    /// Answers an entry within its `stale_while_revalidate` window at once, and starts
+    /// its background refresh unless one (or a fill) of the key runs already. The refresh
+    /// is a fill like a miss's, on its own task, marked as a background call; it leaves
+    /// the entry as it is when it fails, so it is still served stale within
+    /// `stale_if_error`.
+    #[cold]
+    #[inline(never)]
+    fn refresh_behind(
+        &self,
+        held: Held<R, E>,
+        hash: u64,
+        key: Req::Key,
+        mut req: Req,
+    ) -> Result<R, E> {
+        let shared = &self.shared;
+        shared.updating.fetch_add(1, Ordering::Relaxed);
+        let mut flights = shared.table.flights(hash);
+        if flights.get(hash, &key).is_none() {
+            let flight = Arc::new(FlightCell::new());
+            flights.insert(hash, key.clone(), flight.clone());
+            drop(flights);
+            shared.refreshes.fetch_add(1, Ordering::Relaxed);
+            req.set_priority(Priority::Background);
+            let cached = match &held {
+                Stored::Value(r) if shared.config.revalidate && req.revalidate_against(r) => {
+                    Some(r.clone())
+                }
+                _ => None,
+            };
+            let fill = Fill {
+                shared: shared.clone(),
+                key,
+                hash,
+                tx: Some(flight),
+                cached,
+            };
+            tokio::spawn(fill.run(S::clone(&self.inner), req));
+        }
+        answer(held, CacheStatus::Updating)
     }
 }
 
@@ -265,6 +344,8 @@ struct Fill<K: std::hash::Hash + Eq + Clone, R: Clone, E: Clone> {
     key: K,
     hash: u64,
     tx: Option<Flight<R, E>>,
+    /// The answer the request was made conditional on, if it was.
+    cached: Option<R>,
 }
 
 /// Where a fill's answer came from.
@@ -284,8 +365,8 @@ enum Filled<R, E> {
 impl<K, R, E> Fill<K, R, E>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-    R: CacheWeight + Clone + Send + Sync + 'static,
-    E: CachePolicy + Clone + Send + Sync + 'static,
+    R: CacheWeight + NotModified + Clone + Send + Sync + 'static,
+    E: CachePolicy + From<FillAborted> + Clone + Send + Sync + 'static,
 {
     async fn run<S, Req>(mut self, inner: S, req: Req) -> Outcome<R, E>
     where
@@ -293,17 +374,21 @@ where
         S::Future: Send,
         Req: Send,
     {
+        let config = &self.shared.config;
+        // Each entry its own TTL, so entries stored together expire spread out.
+        let draw = mix(self.hash ^ self.shared.clock.now().0);
+        let ttl = jittered_ttl(config.ttl, config.ttl_jitter, draw);
         let filled = match &self.shared.tier {
             None => Filled::Upstream {
                 result: inner.oneshot(req).await,
                 tier_stale: None,
             },
             Some(link) => {
-                let shared = &self.shared;
-                fill_through_tier(link, &shared.config, &shared.clock, &self.key, inner, req).await
+                let cached = self.cached.as_ref();
+                fill_through_tier(link, &self.shared, ttl, &self.key, cached, inner, req).await
             }
         };
-        let outcome = self.store(filled);
+        let outcome = self.store(filled, ttl);
         if let Some(tx) = self.tx.take() {
             self.withdraw(&tx);
             // Out of the registry, no one can start waiting on it any more; the others
@@ -316,7 +401,7 @@ where
     }
 
     /// Records the result of the fill and decides what the waiters get.
-    fn store(&self, filled: Filled<R, E>) -> Outcome<R, E> {
+    fn store(&self, filled: Filled<R, E>, ttl: Duration) -> Outcome<R, E> {
         let shared = &self.shared;
         let config = &shared.config;
         let now = shared.clock.now();
@@ -327,14 +412,11 @@ where
         let (result, tier_stale) = match filled {
             Filled::Shared { value, fresh_for } => {
                 let fresh_until = now.after(fresh_for);
-                let (outcome, stale) = match &value {
-                    Stored::Value(r) => (Ok((r.clone(), CacheStatus::Hit)), config.stale_if_error),
-                    Stored::Negative(e) => (Err(e.clone()), Duration::ZERO),
+                let (outcome, grace) = match &value {
+                    Stored::Value(r) => (Ok((r.clone(), CacheStatus::Hit)), config.grace()),
+                    Stored::Negative(e) => (Err(e.clone()), Grace::NONE),
                 };
-                let life = Lifetime {
-                    fresh_until,
-                    stale_until: fresh_until.after(stale),
-                };
+                let life = Lifetime::until(fresh_until, grace);
                 let value = hold(value);
                 let w = weight(&value);
                 shard.put(hash, key, Entry { value, life }, w, now);
@@ -343,8 +425,19 @@ where
             Filled::Upstream { result, tier_stale } => (result, tier_stale),
         };
         match result {
+            Ok(r) if r.is_not_modified() => {
+                // The entry the request was conditional on is still current: renewed.
+                let Some(old) = self.cached.clone() else {
+                    return Err(E::from(FillAborted));
+                };
+                shared.revalidated.fetch_add(1, Ordering::Relaxed);
+                let life = Lifetime::new(now, ttl, config.grace());
+                let value = Stored::Value(old.clone());
+                shard.put(hash, key, Entry { value, life }, old.cache_weight(), now);
+                Ok((old, CacheStatus::Revalidated))
+            }
             Ok(r) => {
-                let life = Lifetime::new(now, config.ttl, config.stale_if_error);
+                let life = Lifetime::new(now, ttl, config.grace());
                 let value = Stored::Value(r.clone());
                 shard.put(hash, key, Entry { value, life }, r.cache_weight(), now);
                 Ok((r, CacheStatus::Miss))
@@ -353,7 +446,7 @@ where
                 if config.negative_ttl > Duration::ZERO {
                     let entry = Entry {
                         value: hold(Stored::Negative(e.clone())),
-                        life: Lifetime::new(now, config.negative_ttl, Duration::ZERO),
+                        life: Lifetime::new(now, config.negative_ttl, Grace::NONE),
                     };
                     shard.put(hash, key, entry, 0, now);
                 } else {
@@ -369,7 +462,8 @@ where
                         life,
                     }) => {
                         let dead = life.at(now) == Freshness::Dead;
-                        ((!dead && e.serve_stale()).then(|| r.clone()), dead)
+                        let usable = now < life.stale_until() && e.serve_stale();
+                        (usable.then(|| r.clone()), dead)
                     }
                     Some(entry) => (None, entry.life.at(now) == Freshness::Dead),
                     None => (None, false),
@@ -393,18 +487,20 @@ where
 /// fleet and call the upstream, or wait for the instance that claimed it.
 async fn fill_through_tier<S, Req, K, R, E>(
     link: &TierLink<K, R, E>,
-    config: &CacheConfig,
-    clock: &Clock,
+    shared: &Shared<K, R, E>,
+    ttl: Duration,
     key: &K,
+    cached: Option<&R>,
     inner: S,
     req: Req,
 ) -> Filled<R, E>
 where
     S: Service<Req, Response = R, Error = E>,
     K: 'static,
-    R: Clone + 'static,
+    R: NotModified + Clone + 'static,
     E: CachePolicy + Clone + 'static,
 {
+    let (config, clock) = (&shared.config, &shared.clock);
     let tier = &*link.tier;
     let started = clock.now();
     let mut tier_stale = None;
@@ -425,9 +521,17 @@ where
                 let result = inner.oneshot(req).await;
                 match &result {
                     Ok(r) => {
-                        let value = Stored::Value(r.clone());
-                        tier.publish(key, token, &value, config.ttl, config.stale_if_error)
-                            .await;
+                        // Kept as long as either window after the TTL needs it; a "not
+                        // modified" renews the entry it was conditional on.
+                        let grace = config.stale_if_error.max(config.stale_while_revalidate);
+                        let current = if r.is_not_modified() { cached } else { Some(r) };
+                        match current {
+                            Some(r) => {
+                                let value = Stored::Value(r.clone());
+                                tier.publish(key, token, &value, ttl, grace).await;
+                            }
+                            None => tier.release(key, token).await,
+                        }
                     }
                     Err(e) if e.is_negative() && !config.negative_ttl.is_zero() => {
                         let value = Stored::Negative(e.clone());
@@ -484,6 +588,12 @@ pub struct CacheStats {
     pub misses: u64,
     /// Stale answers served.
     pub stale: u64,
+    /// Expired entries answered at once while refreshed (`stale_while_revalidate`).
+    pub updating: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// Refills the upstream answered "not modified": entries renewed without a body.
+    pub revalidated: u64,
 }
 
 impl CacheStats {
@@ -568,6 +678,9 @@ where
             hits: self.shared.table.hits(),
             misses: self.shared.misses.load(Ordering::Relaxed),
             stale: self.shared.stale.load(Ordering::Relaxed),
+            updating: self.shared.updating.load(Ordering::Relaxed),
+            refreshes: self.shared.refreshes.load(Ordering::Relaxed),
+            revalidated: self.shared.revalidated.load(Ordering::Relaxed),
         }
     }
 

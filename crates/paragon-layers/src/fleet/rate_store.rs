@@ -244,6 +244,12 @@ impl RateStore for RedisRateStore {
             .is_some()
     }
 
+    /// Every live instance paces by its share of what ParagoN says remains, so the fleet
+    /// together never sends more than remains (each sees the same, fleet-wide figure).
+    fn quota_sharers(&self) -> u32 {
+        self.link.instances().max(1)
+    }
+
     async fn state(&self, gcra: &Gcra) -> BudgetState {
         let reply = self
             .link

@@ -9,6 +9,9 @@ pub enum RateLimitCause {
     Budget,
     /// The upstream answered 429 and its `Retry-After` has not passed yet.
     UpstreamPause,
+    /// The upstream's advertised quota holds the call back: no more calls remain before
+    /// its reset, or the next one's turn has not come.
+    UpstreamQuota,
 }
 
 /// A call refused by the rate limiter, with the time after which one would be admitted.

@@ -14,7 +14,7 @@ use crate::{Clock, ConfigError};
 
 /// Validated rate-limit settings, made with [`RateLimitConfig::builder`]. Outside this
 /// crate they can be read but not built field by field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RateLimitConfig {
     /// Calls allowed per `window`.
@@ -27,6 +27,12 @@ pub struct RateLimitConfig {
     pub max_wait: Duration,
     /// Longest pause one upstream 429 can impose, whatever its `Retry-After` says.
     pub max_pause: Duration,
+    /// Also obey the quota the upstream advertises on its answers: never send more calls
+    /// than it says remain before its reset, spread over the time left.
+    pub follow_upstream: bool,
+    /// Share of the burst (0 to 1) that background calls never take: one is admitted
+    /// only while more than this share of the burst remains.
+    pub background_reserve: f64,
 }
 
 /// The default of [`RateLimitConfig::max_pause`]: 15 minutes.
@@ -42,6 +48,8 @@ impl RateLimitConfig {
             burst: 0,
             max_wait: Duration::ZERO,
             max_pause: DEFAULT_MAX_PAUSE,
+            follow_upstream: false,
+            background_reserve: 0.0,
         }
     }
 
@@ -49,11 +57,26 @@ impl RateLimitConfig {
     pub fn gcra(&self) -> Gcra {
         Gcra::new(self.max_requests.get(), self.window, self.burst.get())
     }
+
+    /// The GCRA parameters of background calls: the same budget with the reserved share
+    /// of the burst taken off its tolerance, so a background call conforms only while
+    /// more than `background_reserve` of the burst remains.
+    pub fn background_gcra(&self) -> Gcra {
+        let gcra = self.gcra();
+        let burst = f64::from(self.burst.get());
+        let reserved = (burst * self.background_reserve).floor() as u64;
+        Gcra {
+            interval: gcra.interval,
+            tolerance: gcra
+                .tolerance
+                .saturating_sub(reserved.saturating_mul(gcra.interval)),
+        }
+    }
 }
 
 /// Collects rate-limit settings; [`build`](Self::build) checks them, so an unusable
 /// setting is an error that names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RateLimitConfigBuilder {
     max_requests: u32,
@@ -61,6 +84,8 @@ pub struct RateLimitConfigBuilder {
     burst: u32,
     max_wait: Duration,
     max_pause: Duration,
+    follow_upstream: bool,
+    background_reserve: f64,
 }
 
 impl RateLimitConfigBuilder {
@@ -82,8 +107,26 @@ impl RateLimitConfigBuilder {
         self
     }
 
+    /// Whether to obey the quota the upstream advertises on its answers.
+    pub fn follow_upstream(mut self, on: bool) -> Self {
+        self.follow_upstream = on;
+        self
+    }
+
+    /// The share of the burst (0 to 1) kept from background calls.
+    pub fn background_reserve(mut self, share: f64) -> Self {
+        self.background_reserve = share;
+        self
+    }
+
     /// The settings, or an error naming the first one that cannot be used.
     pub fn build(self) -> Result<RateLimitConfig, ConfigError> {
+        if !(0.0..=1.0).contains(&self.background_reserve) {
+            return Err(ConfigError::new(
+                "background_reserve",
+                format!("{} is not between 0 and 1", self.background_reserve),
+            ));
+        }
         let max_requests = NonZeroU32::new(self.max_requests)
             .ok_or_else(|| ConfigError::new("max_requests", "must be at least 1"))?;
         if self.window.is_zero() {
@@ -98,6 +141,8 @@ impl RateLimitConfigBuilder {
             burst: NonZeroU32::new(self.burst).unwrap_or(max_requests),
             max_wait: self.max_wait,
             max_pause: self.max_pause,
+            follow_upstream: self.follow_upstream,
+            background_reserve: self.background_reserve,
         })
     }
 }

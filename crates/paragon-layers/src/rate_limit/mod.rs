@@ -9,21 +9,33 @@
 //! - When the inner service reports the upstream's own 429
 //!   ([`UpstreamThrottle::upstream_retry_after`]), every call is refused until its
 //!   `Retry-After` has passed.
+//! - With `follow_upstream`, the quota the upstream advertises on its answers (carried
+//!   back in the request's [`QuotaReport`]) paces the calls ([`pacing`]): never more than
+//!   it says remain before its reset, spread over the time left. A call it holds back
+//!   is refused like one over budget ([`RateLimitCause::UpstreamQuota`]), or waits
+//!   within `max_wait`.
+//! - Background calls ([`Priority::Background`](crate::Priority)) are admitted only while
+//!   more than `background_reserve` of the burst remains.
 //! - The state lives in a [`RateStore`]: [`MemoryStore`] for one process; a shared store
 //!   gives one budget to a fleet.
 //!
 //! # Layout
 //! `layer.rs` configuration and the layer, `service.rs` the service, `gcra.rs` the pure
-//! step, `store.rs` the store trait and the memory store, `error.rs` the rejection.
+//! step, `pacing.rs` the pure pacing by the upstream's quota, `report.rs` how that quota
+//! comes back in the request, `store.rs` the store trait and the memory store,
+//! `error.rs` the rejection.
 
 mod error;
 pub mod gcra;
 mod layer;
+pub mod pacing;
+mod report;
 mod service;
 mod store;
 
 pub use error::{RateLimitCause, RateLimited};
 pub use layer::{RateLimitConfig, RateLimitConfigBuilder, RateLimitLayer, DEFAULT_MAX_PAUSE};
+pub use report::{CarriesQuotaReport, QuotaReport, UpstreamQuota};
 pub use service::{RateLimit, RateLimitFuture, RateLimitHandle, RateLimitStats};
 pub use store::{Acquire, BudgetState, MemoryStore, RateStore};
 

@@ -17,20 +17,34 @@ use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use parking_lot::Mutex;
+
 use super::gcra::Gcra;
 use super::layer::RateLimitConfig;
+use super::pacing::{Advertised, Pace, Pacing};
+use super::report::{CarriesQuotaReport, QuotaReport, UpstreamQuota};
 use super::store::{Acquire, BudgetState, RateStore};
 use super::{RateLimitCause, RateLimited, UpstreamThrottle};
-use crate::{CarriesWaits, Clock, WaitLedger};
+use crate::clock::duration_nanos;
+use crate::{CallPriority, CarriesWaits, Clock, Priority, WaitLedger};
 
 pub(crate) struct Shared<St> {
     config: RateLimitConfig,
     gcra: Gcra,
+    /// The budget as background calls see it (the reserve off the burst).
+    background: Gcra,
     store: St,
     clock: Clock,
+    /// Pacing by the upstream's advertised quota, when `follow_upstream` is on. A plain
+    /// mutex: every call it guards goes on to the network.
+    pacer: Option<Mutex<Pacing>>,
+    /// Paced calls admitted and not answered yet.
+    in_flight: AtomicU64,
     admitted: AtomicU64,
     rejected_budget: AtomicU64,
+    rejected_background: AtomicU64,
     rejected_pause: AtomicU64,
+    rejected_quota: AtomicU64,
     upstream_429: AtomicU64,
 }
 
@@ -38,25 +52,107 @@ impl<St> Shared<St> {
     pub(crate) fn new(config: RateLimitConfig, store: St, clock: Clock) -> Self {
         Shared {
             gcra: config.gcra(),
+            background: config.background_gcra(),
+            pacer: config.follow_upstream.then(Mutex::default),
             config,
             store,
             clock,
+            in_flight: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             rejected_budget: AtomicU64::new(0),
+            rejected_background: AtomicU64::new(0),
             rejected_pause: AtomicU64::new(0),
+            rejected_quota: AtomicU64::new(0),
             upstream_429: AtomicU64::new(0),
+        }
+    }
+
+    /// The budget a call of `priority` draws from.
+    fn gcra_for(&self, priority: Priority) -> Gcra {
+        match priority {
+            Priority::Interactive => self.gcra,
+            Priority::Background => self.background,
         }
     }
 }
 
 impl<St: RateStore> Shared<St> {
-    /// Waits for a slot or says why there is none; `first` is the store's answer when
+    /// With pacing on: the call admitted at once when it is its turn by the upstream's
+    /// quota and the store admits it at once; `None` sends it to [`admit`](Self::admit).
+    fn try_paced_now(&self, pacer: &Mutex<Pacing>, gcra: &Gcra) -> Option<Acquire> {
+        let now = self.clock.now().0;
+        let mut pacing = pacer.lock();
+        if pacing.step(now, 0) != (Pace::Go { wait: 0 }) {
+            return None;
+        }
+        pacing.take(now);
+        let step = self.store.try_acquire_now(gcra, Duration::ZERO);
+        if !matches!(step, Some(Acquire::Admit { wait }) if wait.is_zero()) {
+            pacing.give_back(now);
+            return None;
+        }
+        step
+    }
+
+    /// Waits for the call's turn by the upstream's quota (when paced) and for a slot of
+    /// the budget `gcra`, or says why there is none; `first` is the store's answer when
     /// it was already asked at once. Every wait is added to the call's `ledger`.
     async fn admit(
         &self,
+        first: Option<Acquire>,
+        ledger: &WaitLedger,
+        gcra: &Gcra,
+        background: bool,
+    ) -> Result<(), RateLimited> {
+        let max_wait = self.config.max_wait;
+        let mut turn = None;
+        if let Some(pacer) = &self.pacer {
+            let now = self.clock.now().0;
+            let mut pacing = pacer.lock();
+            match pacing.step(now, duration_nanos(max_wait)) {
+                Pace::Go { wait } => {
+                    pacing.take(now + wait);
+                    turn = Some((now + wait, Duration::from_nanos(wait)));
+                }
+                Pace::Hold { retry_after } => {
+                    drop(pacing);
+                    self.rejected_quota.fetch_add(1, Ordering::Relaxed);
+                    return Err(RateLimited {
+                        retry_after: Duration::from_nanos(retry_after),
+                        cause: RateLimitCause::UpstreamQuota,
+                    });
+                }
+            }
+        }
+        match self.admit_budget(first, ledger, gcra, background).await {
+            Ok(waited) => {
+                // The turn and the slot were reserved from the same instant: the call
+                // goes when both have come.
+                if let Some((_, pace_wait)) = turn {
+                    if pace_wait > waited {
+                        self.wait(pace_wait - waited, ledger).await;
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let (Some(pacer), Some((at, _))) = (&self.pacer, turn) {
+                    pacer.lock().give_back(at);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for a slot of the budget `gcra` or says why there is none; how long it
+    /// waited when admitted.
+    async fn admit_budget(
+        &self,
         mut first: Option<Acquire>,
         ledger: &WaitLedger,
-    ) -> Result<(), RateLimited> {
+        gcra: &Gcra,
+        background: bool,
+    ) -> Result<Duration, RateLimited> {
         let max_wait = self.config.max_wait;
         let mut waited = Duration::ZERO;
         // A few rounds at most: a pause short enough to wait out, then the budget.
@@ -64,26 +160,29 @@ impl<St: RateStore> Shared<St> {
             let left = max_wait.saturating_sub(waited);
             let step = match first.take() {
                 Some(step) => step,
-                None => self.store.acquire(&self.gcra, left).await,
+                None => self.store.acquire(gcra, left).await,
             };
             match step {
-                Acquire::Admit { wait } if wait.is_zero() => return self.admit_now(),
+                Acquire::Admit { wait } if wait.is_zero() => return self.admit_now(waited),
                 Acquire::Admit { wait } => {
                     self.wait(wait, ledger).await;
                     waited = waited.saturating_add(wait);
                     // ParagoN may have answered 429 while we waited: its pause wins over
                     // the slot we reserved.
-                    let paused_for = self.store.state(&self.gcra).await.paused_for;
+                    let paused_for = self.store.state(gcra).await.paused_for;
                     if paused_for.is_zero() {
-                        return self.admit_now();
+                        return self.admit_now(waited);
                     }
                     if paused_for > max_wait.saturating_sub(waited) {
                         return Err(self.reject_pause(paused_for));
                     }
                     self.wait(paused_for, ledger).await;
-                    return self.admit_now();
+                    return self.admit_now(waited.saturating_add(paused_for));
                 }
                 Acquire::OverBudget { retry_after } => {
+                    if background {
+                        self.rejected_background.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.rejected_budget.fetch_add(1, Ordering::Relaxed);
                     return Err(RateLimited {
                         retry_after,
@@ -100,9 +199,27 @@ impl<St: RateStore> Shared<St> {
         Err(self.reject_pause(Duration::from_secs(1)))
     }
 
-    fn admit_now(&self) -> Result<(), RateLimited> {
+    fn admit_now(&self, waited: Duration) -> Result<Duration, RateLimited> {
         self.admitted.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(waited)
+    }
+
+    /// Paces the next calls by what the upstream advertised on an answer. The calls still
+    /// in flight besides this one may not be counted in it yet, so they are taken off;
+    /// and a limiter that shares the quota with others takes its share.
+    fn advertised(&self, quota: UpstreamQuota) {
+        let Some(pacer) = &self.pacer else { return };
+        let others = self.in_flight.load(Ordering::Relaxed).saturating_sub(1);
+        let sharers = u64::from(self.store.quota_sharers().max(1));
+        let remaining = quota.remaining.saturating_sub(others) / sharers;
+        let now = self.clock.now().0;
+        pacer.lock().advertise(
+            now,
+            Advertised {
+                remaining,
+                reset: duration_nanos(quota.reset),
+            },
+        );
     }
 
     fn reject_pause(&self, retry_after: Duration) -> RateLimited {
@@ -158,7 +275,7 @@ where
     S::Response: Send,
     S::Error: From<RateLimited> + UpstreamThrottle + Send,
     St: RateStore,
-    Req: CarriesWaits + Send + 'static,
+    Req: CarriesWaits + CarriesQuotaReport + CallPriority + Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -169,22 +286,36 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let first = self
-            .shared
-            .store
-            .try_acquire_now(&self.shared.gcra, self.shared.config.max_wait);
+        let shared = &self.shared;
+        let background = req.priority() == Priority::Background;
+        let gcra = shared.gcra_for(req.priority());
+        let first = match &shared.pacer {
+            None => shared.store.try_acquire_now(&gcra, shared.config.max_wait),
+            Some(pacer) => shared.try_paced_now(pacer, &gcra),
+        };
+        // With pacing on, the call brings back what the upstream advertised on its answer.
+        let report = shared.pacer.is_some().then(|| {
+            let report = req.quota_report();
+            if !report.is_recording() {
+                *report = QuotaReport::recording();
+            }
+            report.clone()
+        });
         if let Some(Acquire::Admit { wait }) = first {
             if wait.is_zero() {
                 // Admitted at once: the inner service is called now, as it stands ready.
-                self.shared.admitted.fetch_add(1, Ordering::Relaxed);
+                shared.admitted.fetch_add(1, Ordering::Relaxed);
                 return RateLimitFuture {
                     state: State::Admitted {
+                        paced: report.map(|report| Paced::new(shared.clone(), report)),
                         fut: self.inner.call(req),
-                        shared: self.shared.clone(),
+                        shared: shared.clone(),
                     },
                 };
             }
         }
+        // With pacing on, the store's answer is taken again once the call's turn is known.
+        let first = if shared.pacer.is_some() { None } else { first };
         // The call may wait, or the store must be asked over I/O: the ready inner service
         // goes with this call; a fresh clone stays for the next.
         let clone = self.inner.clone();
@@ -192,8 +323,15 @@ where
         let shared = self.shared.clone();
         let ledger = req.wait_ledger().clone();
         let fut = Box::pin(async move {
-            shared.admit(first, &ledger).await.map_err(S::Error::from)?;
+            shared
+                .admit(first, &ledger, &gcra, background)
+                .await
+                .map_err(S::Error::from)?;
+            let paced = report.map(|report| Paced::new(shared.clone(), report));
             let result = inner.call(req).await;
+            if let Some(paced) = paced {
+                paced.finish();
+            }
             if let Some(retry_after) = result.as_ref().err().and_then(|e| e.upstream_retry_after())
             {
                 shared.upstream_throttled(retry_after).await;
@@ -218,7 +356,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F, St, T> {
         /// Admitted at once; the inner call runs.
-        Admitted { #[pin] fut: F, shared: Arc<Shared<St>> },
+        Admitted { #[pin] fut: F, shared: Arc<Shared<St>>, paced: Option<Paced<St>> },
         /// Waiting for a slot or for the store, or reporting an upstream 429.
         Waiting { fut: BoxFuture<'static, T> },
     }
@@ -237,7 +375,13 @@ where
         let mut state = self.as_mut().project().state;
         let (result, shared) = match state.as_mut().project() {
             StateProj::Waiting { fut } => return fut.as_mut().poll(cx),
-            StateProj::Admitted { fut, shared } => (ready!(fut.poll(cx)), shared),
+            StateProj::Admitted { fut, shared, paced } => {
+                let result = ready!(fut.poll(cx));
+                if let Some(paced) = paced.take() {
+                    paced.finish();
+                }
+                (result, shared)
+            }
         };
         let Some(retry_after) = result.as_ref().err().and_then(|e| e.upstream_retry_after()) else {
             return Poll::Ready(result);
@@ -255,6 +399,35 @@ where
     }
 }
 
+/// A paced call in flight: counted until it is answered or dropped, and the report
+/// through which its answer's advertised quota comes back.
+struct Paced<St> {
+    shared: Arc<Shared<St>>,
+    report: QuotaReport,
+}
+
+impl<St> Paced<St> {
+    fn new(shared: Arc<Shared<St>>, report: QuotaReport) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        Paced { shared, report }
+    }
+}
+
+impl<St: RateStore> Paced<St> {
+    /// The call was answered: pace by what the upstream advertised on the answer.
+    fn finish(self) {
+        if let Some(quota) = self.report.take() {
+            self.shared.advertised(quota);
+        }
+    }
+}
+
+impl<St> Drop for Paced<St> {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters of one limiter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimitStats {
@@ -264,6 +437,11 @@ pub struct RateLimitStats {
     pub rejected_budget: u64,
     /// Calls refused during the upstream's 429 pause.
     pub rejected_pause: u64,
+    /// Calls held back by the upstream's advertised quota.
+    pub rejected_quota: u64,
+    /// Background calls refused for the reserve of the burst (counted in
+    /// `rejected_budget` too).
+    pub rejected_background: u64,
     /// 429 answers seen from the upstream.
     pub upstream_429: u64,
 }
@@ -293,6 +471,8 @@ impl<St: RateStore> RateLimitHandle<St> {
             admitted: s.admitted.load(Ordering::Relaxed),
             rejected_budget: s.rejected_budget.load(Ordering::Relaxed),
             rejected_pause: s.rejected_pause.load(Ordering::Relaxed),
+            rejected_quota: s.rejected_quota.load(Ordering::Relaxed),
+            rejected_background: s.rejected_background.load(Ordering::Relaxed),
             upstream_429: s.upstream_429.load(Ordering::Relaxed),
         }
     }
@@ -306,6 +486,17 @@ impl<St: RateStore> RateLimitHandle<St> {
     /// The budget now.
     pub async fn budget(&self) -> BudgetState {
         self.shared.store.state(&self.shared.gcra).await
+    }
+
+    /// The upstream's advertised quota as the pacer knows it now: calls left and time to
+    /// its reset; `None` when none is in force (or `follow_upstream` is off).
+    pub fn upstream_quota(&self) -> Option<(u64, Duration)> {
+        let pacer = self.shared.pacer.as_ref()?;
+        let now = self.shared.clock.now().0;
+        pacer
+            .lock()
+            .known(now)
+            .map(|(left, reset)| (left, Duration::from_nanos(reset)))
     }
 
     /// The settings in force.

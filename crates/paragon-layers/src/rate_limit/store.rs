@@ -58,6 +58,13 @@ pub trait RateStore: Send + Sync + 'static {
         let _ = (gcra, max_wait);
         None
     }
+
+    /// How many limiters share the upstream's quota through this store: each paces its
+    /// calls by this share of what the upstream says remains. One for a budget in one
+    /// process; a fleet's store says how many instances it sees live.
+    fn quota_sharers(&self) -> u32 {
+        1
+    }
 }
 
 /// A budget in this process: two atomics, updated lock-free.

@@ -10,22 +10,80 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paragon_layers::cache::{
-    CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted,
+    CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted, NotModified,
+    Revalidate,
 };
 use paragon_layers::circuit_breaker::{CircuitOpen, Classify, Verdict};
-use paragon_layers::rate_limit::{RateLimited, UpstreamThrottle};
-use paragon_layers::{CarriesWaits, Clock, Timestamp, WaitLedger};
+use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport, RateLimited, UpstreamThrottle};
+use paragon_layers::{CallPriority, CarriesWaits, Clock, Priority, Timestamp, WaitLedger};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-/// A request for document `n`, with the ledger of its call's waits; its own cache key
-/// (the ledger takes no part in equality).
+/// A request for document `n`, with the ledger of its call's waits and its priority;
+/// its own cache key (the ledger and the priority take no part in equality).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Get(pub u32, pub WaitLedger);
+pub struct Get(pub u32, pub WaitLedger, pub Prio, pub QuotaReport);
 
 impl Get {
     pub fn new(n: u32) -> Get {
-        Get(n, WaitLedger::default())
+        Get(
+            n,
+            WaitLedger::default(),
+            Prio::default(),
+            QuotaReport::default(),
+        )
+    }
+
+    /// A request for `n` made ahead of need.
+    pub fn background(n: u32) -> Get {
+        Get(
+            n,
+            WaitLedger::default(),
+            Prio(Priority::Background),
+            QuotaReport::default(),
+        )
+    }
+}
+
+/// A toy document has nothing to revalidate by: a refill is never conditional.
+impl Revalidate<Doc> for Get {
+    fn revalidate_against(&mut self, _: &Doc) -> bool {
+        false
+    }
+}
+
+impl NotModified for Doc {
+    fn is_not_modified(&self) -> bool {
+        false
+    }
+}
+
+impl CarriesQuotaReport for Get {
+    fn quota_report(&mut self) -> &mut QuotaReport {
+        &mut self.3
+    }
+}
+
+/// The priority of a [`Get`]; every two compare equal, so it stays out of the key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prio(pub Priority);
+
+impl PartialEq for Prio {
+    fn eq(&self, _: &Prio) -> bool {
+        true
+    }
+}
+impl Eq for Prio {}
+impl std::hash::Hash for Prio {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl CallPriority for Get {
+    fn priority(&self) -> Priority {
+        self.2 .0
+    }
+    fn set_priority(&mut self, priority: Priority) {
+        self.2 = Prio(priority);
     }
 }
 
@@ -208,7 +266,7 @@ impl Scripted {
         *self.delay.lock() = Some(d);
     }
 
-    fn answer(&self, Get(n, _): Get) -> impl Future<Output = Answer> + Send + 'static {
+    fn answer(&self, Get(n, ..): Get) -> impl Future<Output = Answer> + Send + 'static {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(clock) = &self.clock {
             self.times.lock().push(clock.now());
