@@ -127,10 +127,23 @@ fn user_response(
 
 /// Our strong `ETag` of a body: a 64-bit hash of its bytes, the same on every instance
 /// of one build (a fixed seed), so a browser's tag is recognised across a fleet.
+///
+/// Written digit by digit: `format!` cost ~2,000 instructions of every cache hit.
 pub fn etag(body: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hash = etag_hash(body);
+    let mut tag = String::with_capacity(18);
+    tag.push('"');
+    for nibble in (0..16).rev() {
+        tag.push(char::from(HEX[((hash >> (nibble * 4)) & 0xf) as usize]));
+    }
+    tag.push('"');
+    tag
+}
+
+fn etag_hash(body: &[u8]) -> u64 {
     use std::hash::BuildHasher;
-    let hash = foldhash::fast::FixedState::with_seed(0x7061_7261_676f_6e21).hash_one(body);
-    format!("\"{hash:016x}\"")
+    foldhash::fast::FixedState::with_seed(0x7061_7261_676f_6e21).hash_one(body)
 }
 
 /// Whether `If-None-Match` names `tag` (or is `*`), by the weak comparison RFC 9110
@@ -395,6 +408,9 @@ mod tests {
     fn if_none_match_compares_weakly_and_accepts_lists_and_any() {
         let tag = etag(b"{}");
         assert_eq!(tag.len(), 18);
+        for body in [&b"{}"[..], b"{\"id\":\"u1\"}", b""] {
+            assert_eq!(etag(body), format!("\"{:016x}\"", etag_hash(body)));
+        }
         assert_eq!(tag, etag(b"{}"), "stable");
         assert_ne!(tag, etag(b"{ }"));
         let with = |v: &str| {
