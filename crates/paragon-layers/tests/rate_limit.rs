@@ -254,7 +254,7 @@ async fn a_pause_that_ends_exactly_when_the_wait_left_runs_out_is_waited_out() {
     let t0 = clock.now();
     // A goes at once; B reserves the next slot, 100 ms away.
     let a = tokio::spawn(svc.clone().oneshot(Get::new(1)));
-    let b = tokio::spawn(svc.clone().oneshot(Get::new(2)));
+    let mut b = tokio::spawn(svc.clone().oneshot(Get::new(2)));
     let pa = rx.recv().await.unwrap();
     tokio::task::yield_now().await;
     assert_eq!(up.calls(), 1);
@@ -263,7 +263,10 @@ async fn a_pause_that_ends_exactly_when_the_wait_left_runs_out_is_waited_out() {
     tokio::time::advance(ms(50)).await;
     pa.fail(Fail::Throttled(ms(450)));
     assert!(a.await.unwrap().is_err());
-    let pb = rx.recv().await.unwrap();
+    let pb = tokio::select! {
+        pb = rx.recv() => pb.unwrap(),
+        refused = &mut b => panic!("B was refused a pause it could wait out: {refused:?}"),
+    };
     assert_eq!(clock.now().since(t0), ms(500), "B goes when the pause ends");
     pb.ok();
     assert!(b.await.unwrap().is_ok());
