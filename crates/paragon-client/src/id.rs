@@ -157,6 +157,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_way_in_and_out_keeps_the_id() {
+        let id = UserId::parse("u-42").unwrap();
+        assert_eq!(id.as_str(), "u-42");
+        assert_eq!(AsRef::<str>::as_ref(&id), "u-42");
+        assert_eq!(id.to_string(), "u-42");
+        assert_eq!(format!("{id:?}"), r#"UserId("u-42")"#);
+        assert_eq!("u-42".parse::<UserId>(), Ok(id.clone()));
+        assert_eq!(UserId::try_from("u-42"), Ok(id));
+        assert_eq!("..".parse::<UserId>(), Err(InvalidUserId::DotSegment));
+        assert_eq!(UserId::try_from(""), Err(InvalidUserId::Empty));
+    }
+
     proptest! {
         #[test]
         fn valid_ids_are_exactly_the_documented_ones(s in "\\PC{0,140}") {

@@ -57,6 +57,18 @@ fn limited() -> Fail {
 }
 
 #[tokio::test]
+async fn the_breaker_is_ready_only_when_the_service_it_wraps_is() {
+    let up = Gated::closed(Scripted::new());
+    let (mut svc, _) = breaker(config(3), Clock::tokio(), up.clone());
+    assert!(poll_ready_now(&mut svc).is_pending());
+    let waiting = tokio::spawn(async move { get(&mut svc, 1).await });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "ready before the service it wraps");
+    up.open();
+    assert!(waiting.await.unwrap().is_ok());
+}
+
+#[tokio::test]
 async fn it_opens_after_exactly_failure_threshold_consecutive_failures() {
     let clock = Clock::manual();
     let up = Scripted::new();

@@ -241,6 +241,51 @@ async fn a_caller_waiting_for_its_slot_does_not_go_upstream_during_a_429_pause()
     assert_eq!(cause, RateLimitCause::UpstreamPause);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_pause_that_ends_exactly_when_the_wait_left_runs_out_is_waited_out() {
+    let clock = Clock::tokio();
+    let (up, mut rx) = Controlled::new();
+    let config = RateLimitConfig::builder(10, secs(1))
+        .burst(1)
+        .max_wait(ms(500))
+        .build()
+        .unwrap();
+    let (svc, _) = limiter(config, clock.clone(), up.clone());
+    let t0 = clock.now();
+    // A goes at once; B reserves the next slot, 100 ms away.
+    let a = tokio::spawn(svc.clone().oneshot(Get::new(1)));
+    let mut b = tokio::spawn(svc.clone().oneshot(Get::new(2)));
+    let pa = rx.recv().await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(up.calls(), 1);
+    // 50 ms in, a 429 pauses calls until 500 ms: when B's slot comes, 400 ms of the
+    // pause are left and exactly 400 ms of B's max wait.
+    tokio::time::advance(ms(50)).await;
+    pa.fail(Fail::Throttled(ms(450)));
+    assert!(a.await.unwrap().is_err());
+    let pb = tokio::select! {
+        pb = rx.recv() => pb.unwrap(),
+        refused = &mut b => panic!("B was refused a pause it could wait out: {refused:?}"),
+    };
+    assert_eq!(clock.now().since(t0), ms(500), "B goes when the pause ends");
+    pb.ok();
+    assert!(b.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limiter_is_ready_only_when_the_service_it_wraps_is() {
+    let clock = Clock::tokio();
+    let up = Gated::closed(Scripted::new());
+    let config = RateLimitConfig::builder(10, secs(1)).build().unwrap();
+    let (mut svc, _) = limiter(config, clock, up.clone());
+    assert!(poll_ready_now(&mut svc).is_pending());
+    let waiting = tokio::spawn(async move { get(&mut svc, 1).await });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "ready before the service it wraps");
+    up.open();
+    assert!(waiting.await.unwrap().is_ok());
+}
+
 #[tokio::test]
 async fn every_service_made_by_one_layer_draws_from_one_budget() {
     let up = Scripted::new();

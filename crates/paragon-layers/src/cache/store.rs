@@ -735,6 +735,121 @@ mod tests {
     }
 
     #[test]
+    fn the_hand_evicts_the_oldest_unused_entry_and_moves_on() {
+        // Four entries fit: one shard, its ring in the order of the stores.
+        let t: Table<u32, u32, ()> = Table::new(4, u64::MAX);
+        assert_eq!(t.shards.len(), 1);
+        for k in 1..=4 {
+            put(&t, k, Timestamp(0));
+        }
+        // The oldest goes first, then the next: never the entry just stored.
+        put(&t, 5, Timestamp(0));
+        assert_eq!(present(&t, 1..=9), [2, 3, 4, 5]);
+        put(&t, 6, Timestamp(0));
+        assert_eq!(present(&t, 1..=9), [3, 4, 5, 6]);
+        // 3 was used: it gets a second chance, and 4, next in the ring, goes instead.
+        assert_eq!(t.get_fresh(t.hash(&3), &3, Timestamp(0)), Some(3));
+        put(&t, 7, Timestamp(0));
+        assert_eq!(present(&t, 1..=9), [3, 5, 6, 7]);
+        // The hand wraps round to the oldest, 5; 3 has had its chance and goes after.
+        put(&t, 8, Timestamp(0));
+        assert_eq!(present(&t, 1..=9), [3, 6, 7, 8]);
+        put(&t, 9, Timestamp(0));
+        assert_eq!(present(&t, 1..=9), [3, 7, 8, 9]);
+    }
+
+    #[test]
+    fn keys_spread_over_every_shard_and_fill_the_whole_bound() {
+        let max = 1000;
+        let t: Table<u32, u32, ()> = Table::new(max, u64::MAX);
+        assert!(t.shards.len() > 1, "{} shards", t.shards.len());
+        for k in 0..(max as u32 * 4) {
+            put(&t, k, Timestamp(0));
+        }
+        // Four times as many keys as fit: every shard is reached and full, so the table
+        // holds all it may, not one shard's share.
+        for (n, shard) in t.shards.iter().enumerate() {
+            assert_eq!(shard.read().index.len(), t.per_shard, "shard {n}");
+        }
+        assert_eq!(t.len(), t.per_shard * t.shards.len());
+        assert!(t.len() > max / 2, "{} of {max} entries", t.len());
+    }
+
+    /// A key whose hash is chosen by the test: keys with the same `hash` and different
+    /// `id`s collide on the whole hash (so on the shard and hashbrown's tag as well).
+    #[derive(Clone, Debug)]
+    struct Chosen {
+        id: u32,
+        hash: u64,
+    }
+
+    impl PartialEq for Chosen {
+        fn eq(&self, other: &Self) -> bool {
+            self.id == other.id
+        }
+    }
+
+    impl Eq for Chosen {}
+
+    impl Hash for Chosen {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            self.hash.hash(state);
+        }
+    }
+
+    fn put_chosen(t: &Table<Chosen, u32, ()>, k: &Chosen) {
+        let h = t.hash(k);
+        t.write(h)
+            .put(h, k, entry(k.id, Timestamp(0)), 4, Timestamp(0));
+    }
+
+    fn get_chosen(t: &Table<Chosen, u32, ()>, k: &Chosen) -> Option<u32> {
+        t.get_fresh(t.hash(k), k, Timestamp(0))
+    }
+
+    #[test]
+    fn keys_with_the_same_hash_answer_each_its_own_value() {
+        let t: Table<Chosen, u32, ()> = Table::new(100, u64::MAX);
+        let key = |id| Chosen { id, hash: 7 };
+        assert_eq!(t.hash(&key(1)), t.hash(&key(2)), "a full-hash collision");
+        for id in 1..=5 {
+            put_chosen(&t, &key(id));
+        }
+        for id in 1..=5 {
+            assert_eq!(get_chosen(&t, &key(id)), Some(id));
+        }
+        // A key never stored, with the same hash, has no entry: not another key's.
+        assert_eq!(get_chosen(&t, &key(6)), None);
+        assert!(!t.is_fresh(t.hash(&key(6)), &key(6), Timestamp(0)));
+        assert!(t.remove(&key(3)));
+        assert!(!t.remove(&key(3)));
+        let left: Vec<_> = (1..=6).filter_map(|id| get_chosen(&t, &key(id))).collect();
+        assert_eq!(left, [1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn keys_sharing_a_tag_but_not_a_hash_answer_each_its_own_value() {
+        // 400 different hashes among hashbrown's 128 tags: many share one. Keys never
+        // stored, with hashes of their own, must find nothing though their tag matches.
+        let t: Table<Chosen, u32, ()> = Table::new(10_000, u64::MAX);
+        let stored = |id: u32| Chosen {
+            id,
+            hash: u64::from(id),
+        };
+        let absent = |id: u32| Chosen {
+            id: id + 1_000_000,
+            hash: u64::from(id) + 1_000_000,
+        };
+        for id in 0..400 {
+            put_chosen(&t, &stored(id));
+        }
+        for id in 0..400 {
+            assert_eq!(get_chosen(&t, &stored(id)), Some(id));
+            assert_eq!(get_chosen(&t, &absent(id)), None, "absent key {id}");
+        }
+    }
+
+    #[test]
     fn referenced_entries_survive_a_scan() {
         let t: Table<u32, u32, ()> = Table::new(10, u64::MAX);
         for k in 0..10 {

@@ -162,6 +162,35 @@ mod tests {
         }
     }
 
+    const ALL: [BreakerState; 4] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::ForcedOpen,
+    ];
+
+    #[test]
+    fn a_state_code_reads_back_as_its_state_whatever_the_generation_above_it() {
+        for state in ALL {
+            assert!(state.code() < 4, "{state:?} fits the two low bits");
+            // The service keeps the generation in the bits above the code.
+            for generation in [0u64, 1, 2, 3, 0x1234_5678, u64::MAX >> 2] {
+                let word = (generation << 2) | state.code();
+                assert_eq!(
+                    BreakerState::from_code(word),
+                    state,
+                    "generation {generation}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_state_has_its_own_name() {
+        let names = ALL.map(BreakerState::as_str);
+        assert_eq!(names, ["closed", "open", "half_open", "forced_open"]);
+    }
+
     #[test]
     fn trips_on_consecutive_failures_exactly_at_threshold() {
         let c = cfg();

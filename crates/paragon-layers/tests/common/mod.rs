@@ -364,6 +364,67 @@ impl tower::Service<Get> for Controlled {
     }
 }
 
+/// An upstream that is not ready until the test opens it, as a `ConcurrencyLimit` at its
+/// limit or a full `Buffer` is not; then it answers as `inner` does. A layer above must
+/// report it not ready too, and wake its caller when it opens.
+#[derive(Clone)]
+pub struct Gated<S> {
+    inner: S,
+    open: Arc<Mutex<(bool, Option<std::task::Waker>)>>,
+}
+
+impl<S> Gated<S> {
+    /// `inner` behind a closed gate.
+    pub fn closed(inner: S) -> Self {
+        Gated {
+            inner,
+            open: Arc::default(),
+        }
+    }
+
+    /// From now on ready; wakes whoever waits for it.
+    pub fn open(&self) {
+        let mut g = self.open.lock();
+        g.0 = true;
+        if let Some(w) = g.1.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<S: tower::Service<Get>> tower::Service<Get> for Gated<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        {
+            let mut g = self.open.lock();
+            if !g.0 {
+                g.1 = Some(cx.waker().clone());
+                return std::task::Poll::Pending;
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Get) -> S::Future {
+        assert!(self.open.lock().0, "called while not ready");
+        self.inner.call(req)
+    }
+}
+
+/// Polls `svc` for readiness once, without waiting.
+pub fn poll_ready_now<S: tower::Service<Get>>(
+    svc: &mut S,
+) -> std::task::Poll<Result<(), S::Error>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    svc.poll_ready(&mut cx)
+}
+
 /// Everything queued on `rx` right now.
 pub fn drain(rx: &mut mpsc::UnboundedReceiver<Pending>) -> Vec<Pending> {
     let mut out = Vec::new();
