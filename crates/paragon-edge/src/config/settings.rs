@@ -21,7 +21,8 @@ use url::Url;
 
 use super::{ClientKey, Config, ConfigError};
 
-/// A checked configuration; see the [module docs](self).
+/// A checked configuration: the file as read ([`Config`]), and each value parsed once
+/// into the type its user takes. [`Settings::new`] is the one check.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The configuration as read, for display and for the values used as they are.
