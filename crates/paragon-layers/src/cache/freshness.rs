@@ -135,6 +135,16 @@ pub fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What a table lookup found: what the freshness rule lets the cache answer.
+pub(crate) enum Lookup<V> {
+    /// A fresh entry.
+    Hit(V),
+    /// An entry past its TTL, within its `stale_while_revalidate` window.
+    Updating(V),
+    /// Nothing that may be answered without the upstream.
+    Miss,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,7 @@ mod store;
 ))]
 #[path = "store_crate.rs"]
 mod store;
+mod striped;
 mod tier;
 
 pub use error::FillAborted;

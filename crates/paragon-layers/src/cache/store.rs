@@ -62,14 +62,16 @@
 //! other way round, and never while its table is written.
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
+pub(crate) use super::freshness::Lookup;
 use super::freshness::{Freshness, Lifetime};
+use super::striped::StripedCounter;
 use crate::Timestamp;
 
 /// Most shards a table uses, on any machine.
@@ -83,9 +85,6 @@ const MIN_PER_SHARD: usize = 64;
 /// Fewest bytes a shard should hold before the table splits into more shards: an entry
 /// heavier than its shard's share is never stored, so the share must not be small.
 pub(crate) const MIN_BYTES_PER_SHARD: u64 = 4 << 20;
-/// Stripes of the hit counter; a thread always adds to the same one.
-const HIT_STRIPES: usize = 16;
-
 /// One cached value with its lifetime.
 pub(crate) struct Entry<V> {
     pub(crate) value: V,
@@ -112,16 +111,6 @@ impl<K, V> Slot<K, V> {
             self.referenced.store(true, Ordering::Relaxed);
         }
     }
-}
-
-/// What a lookup found.
-pub(crate) enum Lookup<V> {
-    /// A fresh entry.
-    Hit(V),
-    /// An entry past its TTL, within its `stale_while_revalidate` window.
-    Updating(V),
-    /// Nothing that may be answered without the upstream.
-    Miss,
 }
 
 /// The lookup of an entry past its TTL: off the hit path.
@@ -169,16 +158,6 @@ impl<K, V, F> Shard<K, V, F> {
 fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
-}
-
-/// The stripe of the calling thread.
-#[inline]
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % HIT_STRIPES;
-    }
-    STRIPE.try_with(|s| *s).unwrap_or(0)
 }
 
 struct ShardInner<K, V> {
@@ -259,7 +238,7 @@ impl<K: Eq, V> ShardInner<K, V> {
 /// A bounded, sharded table of entries, with its fills in progress.
 pub(crate) struct Table<K, V, F> {
     shards: Box<[CachePadded<Shard<K, V, F>>]>,
-    hits: Box<[CachePadded<AtomicU64>]>,
+    hits: StripedCounter,
     mask: usize,
     per_shard: usize,
     bytes_per_shard: u64,
@@ -309,9 +288,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         Table {
             mask: shards.len() - 1,
             shards,
-            hits: (0..HIT_STRIPES)
-                .map(|_| CachePadded::new(AtomicU64::new(0)))
-                .collect(),
+            hits: StripedCounter::new(),
             per_shard,
             bytes_per_shard,
             hasher: foldhash::fast::RandomState::default(),
@@ -354,7 +331,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
         slot.touch();
         let value = entry.value.clone();
         drop(guard);
-        self.hits[stripe()].fetch_add(1, Ordering::Relaxed);
+        self.hits.add_one();
         Lookup::Hit(value)
     }
 
@@ -400,7 +377,7 @@ impl<K: Hash + Eq + Clone, V: Clone, F> Table<K, V, F> {
 
     /// Hits served since start.
     pub(crate) fn hits(&self) -> u64 {
-        self.hits.iter().map(|h| h.load(Ordering::Relaxed)).sum()
+        self.hits.sum()
     }
 
     /// Drops every entry; fills in progress keep running and store their result.

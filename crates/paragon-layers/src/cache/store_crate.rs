@@ -20,21 +20,19 @@
 //! also refuse a new entry that its frequency sketch finds colder than its victim).
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
+pub(crate) use super::freshness::Lookup;
 use super::freshness::{Freshness, Lifetime};
+use super::striped::StripedCounter;
 use crate::Timestamp;
 
 /// Shards of the fill registry.
 const FLIGHT_SHARDS: usize = 8;
-/// Stripes of the hit counter; a thread always adds to the same one.
-const HIT_STRIPES: usize = 16;
-
 /// One cached value with its lifetime.
 #[derive(Clone)]
 pub(crate) struct Entry<V> {
@@ -176,16 +174,6 @@ mod backend {
     }
 }
 
-/// The stripe of the calling thread.
-#[inline]
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % HIT_STRIPES;
-    }
-    STRIPE.try_with(|s| *s).unwrap_or(0)
-}
-
 /// A fill in progress for a key.
 struct Flying<K, F> {
     key: K,
@@ -200,7 +188,7 @@ type FlightShard<K, F> = Mutex<HashTable<Flying<K, F>>>;
 pub(crate) struct Table<K, V, F> {
     map: backend::Map<K, V>,
     flights: Box<[CachePadded<FlightShard<K, F>>]>,
-    hits: Box<[CachePadded<AtomicU64>]>,
+    hits: StripedCounter,
     /// The least weight of an entry, so that `max_bytes` also bounds the count.
     unit: u64,
     max_bytes: u64,
@@ -233,7 +221,7 @@ impl<K: Hash, V, F> Table<K, V, F> {
 
     /// Hits served since start.
     pub(crate) fn hits(&self) -> u64 {
-        self.hits.iter().map(|h| h.load(Ordering::Relaxed)).sum()
+        self.hits.sum()
     }
 }
 
@@ -251,9 +239,7 @@ where
             flights: (0..FLIGHT_SHARDS)
                 .map(|_| CachePadded::new(Mutex::new(HashTable::new())))
                 .collect(),
-            hits: (0..HIT_STRIPES)
-                .map(|_| CachePadded::new(AtomicU64::new(0)))
-                .collect(),
+            hits: StripedCounter::new(),
             unit: max_bytes.div_ceil(max_entries as u64).max(1),
             max_bytes,
             hasher: foldhash::fast::RandomState::default(),
@@ -262,13 +248,33 @@ where
 
     /// The value of a fresh entry, if there is one; counts the hit.
     #[inline(always)]
-    pub(crate) fn get_fresh(&self, _hash: u64, key: &K, now: Timestamp) -> Option<V> {
-        let held = self.map.get(key)?;
-        if held.entry.life.at(now) != Freshness::Fresh {
-            return None;
+    pub(crate) fn get_fresh(&self, hash: u64, key: &K, now: Timestamp) -> Option<V> {
+        match self.lookup(hash, key, now) {
+            Lookup::Hit(v) => Some(v),
+            _ => None,
         }
-        self.hits[stripe()].fetch_add(1, Ordering::Relaxed);
-        Some(held.entry.value)
+    }
+
+    /// The entry of `key` if it may be answered now: fresh (a hit, counted), or within
+    /// its `stale_while_revalidate` window; as `store.rs` does.
+    #[inline(always)]
+    pub(crate) fn lookup(&self, _hash: u64, key: &K, now: Timestamp) -> Lookup<V> {
+        let Some(held) = self.map.get(key) else {
+            return Lookup::Miss;
+        };
+        match held.entry.life.at(now) {
+            Freshness::Fresh => {
+                self.hits.add_one();
+                Lookup::Hit(held.entry.value)
+            }
+            Freshness::Updating => Lookup::Updating(held.entry.value),
+            _ => Lookup::Miss,
+        }
+    }
+
+    /// The value of `key`'s entry, fresh or not; marks and counts nothing.
+    pub(crate) fn peek(&self, _hash: u64, key: &K) -> Option<V> {
+        self.map.peek(key).map(|held| held.entry.value)
     }
 
     /// Whether `key` has a fresh entry at `now`.
@@ -364,7 +370,7 @@ where
                 return false;
             }
         };
-        let live_for = entry.life.stale_until.since(now);
+        let live_for = entry.life.stale_until().since(now);
         let held = Held {
             entry,
             weight,
