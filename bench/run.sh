@@ -164,6 +164,19 @@ if want http; then
   need nginx nginx
   mkdir -p "$WORK/nginx-cache"
   chmod 777 "$WORK/nginx-cache"
+  # The cached proxy of /v1/users/, the same in both servers below.
+  cat > "$WORK/users-proxy.conf" <<NGINX
+limit_req zone=budget burst=1000000 nodelay;
+proxy_pass http://paragon/users/;
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_cache users;
+proxy_cache_valid 200 300s;
+proxy_cache_lock on;
+proxy_cache_lock_timeout 5s;
+proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+add_header x-cache \$upstream_cache_status;
+NGINX
   cat > "$WORK/nginx.conf" <<NGINX
 worker_processes 1;
 pid $WORK/nginx.pid;
@@ -182,32 +195,14 @@ http {
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location /v1/users/ {
-      limit_req zone=budget burst=1000000 nodelay;
-      proxy_pass http://paragon/users/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache users;
-      proxy_cache_valid 200 300s;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 5s;
-      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
-      add_header x-cache \$upstream_cache_status;
+      include $WORK/users-proxy.conf;
     }
   }
   # The same proxy with CORS for the frontend's origin, as the edge answers it.
   server {
     listen 127.0.0.1:$NGINX_CORS_PORT;
     location /v1/users/ {
-      limit_req zone=budget burst=1000000 nodelay;
-      proxy_pass http://paragon/users/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache users;
-      proxy_cache_valid 200 300s;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 5s;
-      proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
-      add_header x-cache \$upstream_cache_status;
+      include $WORK/users-proxy.conf;
       add_header Access-Control-Allow-Origin \$cors_origin;
       add_header Access-Control-Expose-Headers "x-cache, x-request-id, retry-after";
       add_header Vary Origin;
