@@ -6,8 +6,15 @@
 //! to wait, then stores a value, a negative answer, or keeps a stale entry for
 //! `stale_if_error`. With a shared tier, the fill first looks there and claims the key
 //! for the fleet, so a fleet makes one upstream call per key.
+//!
+//! The freshness settings can change while the cache serves
+//! ([`CacheHandle::reconfigure`]): they sit behind one atomic pointer (`arc-swap`) that
+//! only misses and fills read (a hit reads the lifetime its entry was stored with), and
+//! the entries are kept.
 
 use std::marker::PhantomData;
+
+use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -25,7 +32,7 @@ use super::{
     CacheKey, CachePolicy, CacheStatus, CacheStatusSink, CacheWeight, FillAborted, NotModified,
     Revalidate,
 };
-use crate::{CallPriority, Clock, Priority};
+use crate::{CallPriority, Clock, ConfigError, Priority};
 
 use super::tier::{CachedValue as Stored, Claim, SharedTier, TierEntry, TierError};
 
@@ -73,7 +80,7 @@ pub(crate) struct TierLink<K, R, E> {
 
 pub(crate) struct Shared<K, R, E> {
     table: Table<K, Held<R, E>, Flight<R, E>>,
-    config: CacheConfig,
+    config: ArcSwap<CacheConfig>,
     tier: Option<TierLink<K, R, E>>,
     clock: Clock,
     misses: AtomicU64,
@@ -92,7 +99,7 @@ where
     pub(crate) fn new(config: CacheConfig, clock: Clock, tier: Option<TierLink<K, R, E>>) -> Self {
         Shared {
             table: Table::new(config.max_entries.get(), config.max_bytes.get()),
-            config,
+            config: ArcSwap::from_pointee(config),
             tier,
             clock,
             misses: AtomicU64::new(0),
@@ -233,7 +240,7 @@ where
         shared.misses.fetch_add(1, Ordering::Relaxed);
         let mut req = req;
         // An expired entry still held: ask the upstream whether it is still current.
-        let cached = if shared.config.revalidate {
+        let cached = if shared.config.load().revalidate {
             match shared.table.peek(hash, &key) {
                 Some(Stored::Value(r)) if req.revalidate_against(&r) => Some(r),
                 _ => None,
@@ -293,7 +300,9 @@ where
             shared.refreshes.fetch_add(1, Ordering::Relaxed);
             req.set_priority(Priority::Background);
             let cached = match &held {
-                Stored::Value(r) if shared.config.revalidate && req.revalidate_against(r) => {
+                Stored::Value(r)
+                    if shared.config.load().revalidate && req.revalidate_against(r) =>
+                {
                     Some(r.clone())
                 }
                 _ => None,
@@ -374,7 +383,7 @@ where
         S::Future: Send,
         Req: Send,
     {
-        let config = &self.shared.config;
+        let config = self.shared.config.load_full();
         // Each entry its own TTL, so entries stored together expire spread out.
         let draw = mix(self.hash ^ self.shared.clock.now().0);
         let ttl = jittered_ttl(config.ttl, config.ttl_jitter, draw);
@@ -403,7 +412,7 @@ where
     /// Records the result of the fill and decides what the waiters get.
     fn store(&self, filled: Filled<R, E>, ttl: Duration) -> Outcome<R, E> {
         let shared = &self.shared;
-        let config = &shared.config;
+        let config = shared.config.load();
         let now = shared.clock.now();
         let (hash, key) = (self.hash, &self.key);
         let mut shard = shared.table.write(hash);
@@ -500,7 +509,7 @@ where
     R: NotModified + Clone + 'static,
     E: CachePolicy + Clone + 'static,
 {
-    let (config, clock) = (&shared.config, &shared.clock);
+    let (config, clock) = (shared.config.load_full(), &shared.clock);
     let tier = &*link.tier;
     let started = clock.now();
     let mut tier_stale = None;
@@ -685,7 +694,29 @@ where
     }
 
     /// The settings in force.
-    pub fn config(&self) -> &CacheConfig {
-        &self.shared.config
+    pub fn config(&self) -> Arc<CacheConfig> {
+        self.shared.config.load_full()
+    }
+
+    /// Puts `config` in force for what is stored from now on: entries already held keep
+    /// the lifetime they were stored with, and stay. The bounds of the table
+    /// (`max_entries`, `max_bytes`) are fixed when the cache is built; a `config` with
+    /// other bounds is refused whole, naming the first.
+    pub fn reconfigure(&self, config: CacheConfig) -> Result<(), ConfigError> {
+        let old = self.shared.config.load();
+        for (field, same) in [
+            ("max_entries", old.max_entries == config.max_entries),
+            ("max_bytes", old.max_bytes == config.max_bytes),
+        ] {
+            if !same {
+                return Err(ConfigError::new(
+                    field,
+                    "is fixed when the cache is built; it changes with a restart",
+                ));
+            }
+        }
+        drop(old);
+        self.shared.config.store(Arc::new(config));
+        Ok(())
     }
 }

@@ -5,6 +5,10 @@
 //! common case must cost nothing); a mutex is taken only to change state and while
 //! half-open, where probe slots are counted exactly. A permit that is dropped without an
 //! outcome (a cancelled call) gives its slot back.
+//!
+//! The settings can change while the breaker serves ([`BreakerHandle::reconfigure`]):
+//! they sit behind one atomic pointer (`arc-swap`) that a call reads where it needs
+//! them, and the state (closed, open until when, half-open) is kept.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +17,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
@@ -28,7 +33,7 @@ type Listener = Box<dyn Fn(Transition) + Send + Sync>;
 
 /// State shared by every clone of one breaker.
 pub(crate) struct Shared {
-    config: BreakerConfig,
+    params: ArcSwap<Params>,
     clock: Clock,
     /// State code in the low two bits, generation above: one word, so a call's outcome
     /// can be matched to the period it was admitted in.
@@ -36,7 +41,6 @@ pub(crate) struct Shared {
     open_until: AtomicU64,
     consecutive: AtomicU32,
     buckets: [AtomicU64; bucket::COUNT as usize],
-    bucket_width: u64,
     /// Taken only to change state and while half-open.
     control: Mutex<Control>,
     watch: watch::Sender<BreakerState>,
@@ -44,6 +48,21 @@ pub(crate) struct Shared {
     successes: AtomicU64,
     failures: AtomicU64,
     rejected: AtomicU64,
+}
+
+/// The settings in force, and the span of one failure-rate bucket derived from them.
+struct Params {
+    config: BreakerConfig,
+    bucket_width: u64,
+}
+
+impl Params {
+    fn new(config: BreakerConfig) -> Arc<Params> {
+        Arc::new(Params {
+            bucket_width: (duration_nanos(config.window) / bucket::COUNT).max(1),
+            config,
+        })
+    }
 }
 
 struct Control {
@@ -65,15 +84,13 @@ struct Ticket {
 
 impl Shared {
     pub(crate) fn new(config: BreakerConfig, clock: Clock, listener: Listener) -> Self {
-        let bucket_width = (duration_nanos(config.window) / bucket::COUNT).max(1);
         Shared {
-            config,
+            params: ArcSwap::new(Params::new(config)),
             clock,
             word: AtomicU64::new(word(BreakerState::Closed, 0)),
             open_until: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             buckets: Default::default(),
-            bucket_width,
             control: Mutex::new(Control {
                 probes: 0,
                 transitions: 0,
@@ -106,7 +123,8 @@ impl Shared {
             let w = self.word.load(Ordering::Acquire);
             let state = BreakerState::from_code(w);
             let open_until = Timestamp(self.open_until.load(Ordering::Acquire));
-            match state_machine::admit(state, now, open_until, control.probes, &self.config) {
+            let config = self.params.load().config;
+            match state_machine::admit(state, now, open_until, control.probes, &config) {
                 Admission::Call => {
                     return Ok(Ticket {
                         word: w,
@@ -137,11 +155,12 @@ impl Shared {
     /// on purpose in our own layers, not in the upstream.
     fn record(&self, ticket: Ticket, verdict: Verdict, excluded: Duration) {
         let now = self.clock.now();
+        let params = self.params.load();
         let verdict = match verdict {
             Verdict::Success
                 if state_machine::is_slow(
                     now.since(ticket.started).saturating_sub(excluded),
-                    &self.config,
+                    &params.config,
                 ) =>
             {
                 Verdict::Failure
@@ -179,12 +198,13 @@ impl Shared {
                 if self.consecutive.load(Ordering::Relaxed) != 0 {
                     self.consecutive.store(0, Ordering::Relaxed);
                 }
-                self.count_in_window(now, false);
+                self.count_in_window(&params, now, false);
             }
             Verdict::Failure => {
                 let consecutive = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
-                self.count_in_window(now, true);
-                if state_machine::should_trip(consecutive, self.window_counts(now), &self.config) {
+                self.count_in_window(&params, now, true);
+                let window = self.window_counts(params.bucket_width, now);
+                if state_machine::should_trip(consecutive, window, &params.config) {
                     let mut control = self.control.lock();
                     self.transition(&mut control, ticket.word, BreakerState::Open, now);
                 }
@@ -192,11 +212,11 @@ impl Shared {
         }
     }
 
-    fn count_in_window(&self, now: Timestamp, failure: bool) {
-        if self.config.failure_rate <= 0.0 {
+    fn count_in_window(&self, params: &Params, now: Timestamp, failure: bool) {
+        if params.config.failure_rate <= 0.0 {
             return;
         }
-        let epoch = now.0 / self.bucket_width;
+        let epoch = now.0 / params.bucket_width;
         let cell = &self.buckets[(epoch % bucket::COUNT) as usize];
         let mut old = cell.load(Ordering::Acquire);
         loop {
@@ -213,8 +233,8 @@ impl Shared {
         }
     }
 
-    fn window_counts(&self, now: Timestamp) -> WindowCounts {
-        let current = now.0 / self.bucket_width;
+    fn window_counts(&self, bucket_width: u64, now: Timestamp) -> WindowCounts {
+        let current = now.0 / bucket_width;
         self.buckets
             .iter()
             .fold(WindowCounts::default(), |acc, cell| {
@@ -253,7 +273,10 @@ impl Shared {
         }
         if to == BreakerState::Open {
             self.open_until
-                .store(now.after(self.config.open_for).0, Ordering::Release);
+                .store(
+                    now.after(self.params.load().config.open_for).0,
+                    Ordering::Release,
+                );
         }
         let from_state = BreakerState::from_code(from);
         if from_state != to {
@@ -317,7 +340,8 @@ where
                 // recording ledger gets one (only when that rule is on); one that has one
                 // already keeps it, and only what is added during this call counts.
                 let ledger = req.wait_ledger();
-                if self.shared.config.slow_call.is_some() && !ledger.is_recording() {
+                if self.shared.params.load().config.slow_call.is_some() && !ledger.is_recording()
+                {
                     *ledger = WaitLedger::recording();
                 }
                 let waits = ledger.clone();
@@ -490,7 +514,7 @@ impl BreakerHandle {
         BreakerStats {
             state,
             consecutive_failures: s.consecutive.load(Ordering::Relaxed),
-            window: s.window_counts(now),
+            window: s.window_counts(s.params.load().bucket_width, now),
             successes: s.successes.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
@@ -501,7 +525,27 @@ impl BreakerHandle {
     }
 
     /// The settings in force.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.shared.config
+    pub fn config(&self) -> BreakerConfig {
+        self.shared.params.load().config
+    }
+
+    /// Puts `config` in force now. The state is kept: a closed breaker stays closed with
+    /// its consecutive failures, an open one stays open until the time set when it
+    /// opened (a new `open_for` applies from its next opening), a half-open one keeps
+    /// its probes in flight. A new `window` starts the failure-rate count afresh, as
+    /// the old buckets measured spans of another length.
+    pub fn reconfigure(&self, config: BreakerConfig) {
+        let s = &self.shared;
+        let _state_changes_wait = s.control.lock();
+        let old = s.params.load().config;
+        if old == config {
+            return;
+        }
+        s.params.store(Params::new(config));
+        if old.window != config.window {
+            for cell in &s.buckets {
+                cell.store(0, Ordering::Release);
+            }
+        }
     }
 }

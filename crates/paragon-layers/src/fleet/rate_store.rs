@@ -137,7 +137,8 @@ pub struct RedisRateStore {
     link: RedisLink,
     tat_key: String,
     pause_key: String,
-    config: RateLimitConfig,
+    /// The fleet's settings, for the local fallback; replaced when they change.
+    config: parking_lot::Mutex<RateLimitConfig>,
     local: MemoryStore,
     acquire: redis::Script,
     pause: redis::Script,
@@ -156,7 +157,7 @@ impl RedisRateStore {
             tat_key: format!("{prefix}{{rate}}:tat"),
             pause_key: format!("{prefix}{{rate}}:pause"),
             link,
-            config,
+            config: parking_lot::Mutex::new(config),
             local: MemoryStore::new(clock),
             acquire: redis::Script::new(ACQUIRE),
             pause: redis::Script::new(PAUSE),
@@ -173,9 +174,10 @@ impl RedisRateStore {
     /// instances assumed live.
     pub fn fallback_gcra(&self) -> Gcra {
         let n = self.link.fallback_instances();
-        let max = (self.config.max_requests.get() / n).max(1);
-        let burst = (self.config.burst.get() / n).max(1);
-        Gcra::new(max, self.config.window, burst)
+        let config = *self.config.lock();
+        let max = (config.max_requests.get() / n).max(1);
+        let burst = (config.burst.get() / n).max(1);
+        Gcra::new(max, config.window, burst)
     }
 
     fn key_ttl_ms(&self, gcra: &Gcra) -> u64 {
@@ -248,6 +250,17 @@ impl RateStore for RedisRateStore {
     /// together never sends more than remains (each sees the same, fleet-wide figure).
     fn quota_sharers(&self) -> u32 {
         self.link.instances().max(1)
+    }
+
+    /// The local fallback budget is repriced like a memory store's. The fleet's TAT in
+    /// Redis is kept as it is: every instance applies a new configuration at its own
+    /// moment, and repricing the one shared state once per instance would count the
+    /// change as many times; kept, the debt keeps its length in time.
+    fn reconfigure(&self, old: &RateLimitConfig, new: &RateLimitConfig) {
+        let before = self.fallback_gcra();
+        *self.config.lock() = *new;
+        self.local.reprice(&before, &self.fallback_gcra());
+        let _ = old;
     }
 
     async fn state(&self, gcra: &Gcra) -> BudgetState {

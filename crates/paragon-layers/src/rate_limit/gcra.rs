@@ -4,6 +4,14 @@
 //! per `window` gives an emission interval `T = window / max_requests`; `burst` calls may
 //! go at once, so a call at `now` conforms when `max(TAT, now) + T - burst·T <= now`.
 //! In any span of one `window` at most `max_requests + burst` calls conform.
+//!
+//! When the budget itself changes while it serves (a reloaded configuration),
+//! [`Gcra::reprice`] carries the state over: `TAT - now` is the budget spent and not yet
+//! earned back, in time at the old price `T`; kept as time, a lower rate would forget
+//! calls already made and a higher one would count them more than once. So the spent
+//! budget is kept as a number of calls, `(TAT - now) / T_old`, and priced anew at
+//! `T_new`: the calls sent before a change count against the budget after it, neither
+//! a fresh full bucket nor a lost debt.
 
 use std::time::Duration;
 
@@ -67,6 +75,17 @@ impl Gcra {
         }
     }
 
+    /// The TAT under `self` that keeps the budget spent at `tat` under `old`: the same
+    /// number of calls (fractions included) still to be earned back, at the new price.
+    /// A TAT in the past (nothing spent) stays as it is.
+    pub fn reprice(&self, old: &Gcra, tat: u64, now: u64) -> u64 {
+        let Some(ahead) = tat.checked_sub(now).filter(|a| *a > 0) else {
+            return tat;
+        };
+        let ahead = u128::from(ahead) * u128::from(self.interval) / u128::from(old.interval.max(1));
+        now.saturating_add(u64::try_from(ahead).unwrap_or(u64::MAX))
+    }
+
     /// Calls that could be admitted at once at `now`.
     pub fn available(&self, tat: u64, now: u64) -> u64 {
         let ahead = tat.saturating_sub(now);
@@ -120,7 +139,56 @@ mod tests {
         assert_eq!(g.available(new_tat, 0), 99);
     }
 
+    #[test]
+    fn a_new_price_keeps_the_calls_spent() {
+        let old = Gcra::new(100, Duration::from_secs(60), 100);
+        let mut tat = 0;
+        for _ in 0..60 {
+            let Step::Admit { new_tat, .. } = old.step(tat, 0, 0) else {
+                panic!("within the burst")
+            };
+            tat = new_tat;
+        }
+        assert_eq!(old.available(tat, 0), 40);
+        // Half the rate and burst: the 60 calls made are more than the new burst of 50.
+        let half = Gcra::new(50, Duration::from_secs(60), 50);
+        let repriced = half.reprice(&old, tat, 0);
+        assert_eq!(half.available(repriced, 0), 0, "no fresh bucket");
+        assert_eq!(
+            half.step(repriced, 0, 0),
+            Step::Reject {
+                retry_after: 10 * 1_200 * MS + 1_200 * MS
+            },
+            "the 10 calls over the new burst are a debt, and the next call waits for it"
+        );
+        // Twice the rate and burst: 200 - 60 remain, not 200 and not 200 - 120.
+        let double = Gcra::new(200, Duration::from_secs(60), 200);
+        assert_eq!(double.available(double.reprice(&old, tat, 0), 0), 140);
+        // Nothing spent: nothing owed under any price.
+        assert_eq!(double.reprice(&old, 0, 5 * MS), 0);
+        // Later, what was earned back under the old price is not owed again.
+        let now = 30 * 600 * MS; // 30 calls' time at the old price
+        assert_eq!(double.available(double.reprice(&old, tat, now), now), 170);
+    }
+
     proptest! {
+        /// Repricing and pricing back gives the state again (up to one nanosecond a
+        /// step of rounding), and never more budget than the calls spent allow.
+        #[test]
+        fn repricing_keeps_the_spent_calls(
+            a in 1u32..1000, b in 1u32..1000, spent in 0u32..1000, now in 0u64..1_000_000 * MS,
+        ) {
+            let old = Gcra::new(a, Duration::from_secs(60), a);
+            let new = Gcra::new(b, Duration::from_secs(60), b);
+            let tat = now + u64::from(spent) * old.interval;
+            let repriced = new.reprice(&old, tat, now);
+            let calls_left = u64::from(b).saturating_sub(u64::from(spent));
+            prop_assert!(new.available(repriced, now) <= calls_left);
+            prop_assert!(new.available(repriced, now) + 1 >= calls_left);
+            let back = old.reprice(&new, repriced, now);
+            prop_assert!(tat.abs_diff(back) <= 2 + old.interval / new.interval);
+        }
+
         /// Whatever the arrival pattern, no span of one window admits more than
         /// max_requests + burst calls, and waiting callers never exceed max_wait.
         #[test]

@@ -5,6 +5,11 @@
 //! (the wait is added to the request's `WaitLedger`); any other is rejected with when to
 //! retry. An upstream 429 sets a pause of all calls for its `Retry-After` (capped at
 //! `max_pause`), kept in the store so a fleet pauses together.
+//!
+//! The settings can change while the limiter serves
+//! ([`RateLimitHandle::reconfigure`]): they and the budgets derived from them sit behind
+//! one atomic pointer (`arc-swap`), which a call reads once; the store keeps the budget
+//! spent, repriced to the new rate, and the upstream's pause goes on.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +18,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -28,16 +34,41 @@ use super::{RateLimitCause, RateLimited, UpstreamThrottle};
 use crate::clock::duration_nanos;
 use crate::{CallPriority, CarriesWaits, Clock, Priority, WaitLedger};
 
-pub(crate) struct Shared<St> {
+/// The settings in force and the budgets derived from them, replaced whole.
+struct Params {
     config: RateLimitConfig,
     gcra: Gcra,
     /// The budget as background calls see it (the reserve off the burst).
     background: Gcra,
+}
+
+impl Params {
+    fn new(config: RateLimitConfig) -> Arc<Params> {
+        Arc::new(Params {
+            gcra: config.gcra(),
+            background: config.background_gcra(),
+            config,
+        })
+    }
+
+    /// The budget a call of `priority` draws from.
+    fn gcra_for(&self, priority: Priority) -> Gcra {
+        match priority {
+            Priority::Interactive => self.gcra,
+            Priority::Background => self.background,
+        }
+    }
+}
+
+pub(crate) struct Shared<St> {
+    params: ArcSwap<Params>,
     store: St,
     clock: Clock,
-    /// Pacing by the upstream's advertised quota, when `follow_upstream` is on. A plain
-    /// mutex: every call it guards goes on to the network.
-    pacer: Option<Mutex<Pacing>>,
+    /// Pacing by the upstream's advertised quota, used while `follow_upstream` is on. A
+    /// plain mutex: every call it guards goes on to the network.
+    pacer: Mutex<Pacing>,
+    /// Held while the settings change, so two changes apply one after the other.
+    reconfiguring: Mutex<()>,
     /// Paced calls admitted and not answered yet.
     in_flight: AtomicU64,
     admitted: AtomicU64,
@@ -51,10 +82,9 @@ pub(crate) struct Shared<St> {
 impl<St> Shared<St> {
     pub(crate) fn new(config: RateLimitConfig, store: St, clock: Clock) -> Self {
         Shared {
-            gcra: config.gcra(),
-            background: config.background_gcra(),
-            pacer: config.follow_upstream.then(Mutex::default),
-            config,
+            params: ArcSwap::new(Params::new(config)),
+            pacer: Mutex::default(),
+            reconfiguring: Mutex::new(()),
             store,
             clock,
             in_flight: AtomicU64::new(0),
@@ -66,22 +96,14 @@ impl<St> Shared<St> {
             upstream_429: AtomicU64::new(0),
         }
     }
-
-    /// The budget a call of `priority` draws from.
-    fn gcra_for(&self, priority: Priority) -> Gcra {
-        match priority {
-            Priority::Interactive => self.gcra,
-            Priority::Background => self.background,
-        }
-    }
 }
 
 impl<St: RateStore> Shared<St> {
     /// With pacing on: the call admitted at once when it is its turn by the upstream's
     /// quota and the store admits it at once; `None` sends it to [`admit`](Self::admit).
-    fn try_paced_now(&self, pacer: &Mutex<Pacing>, gcra: &Gcra) -> Option<Acquire> {
+    fn try_paced_now(&self, gcra: &Gcra) -> Option<Acquire> {
         let now = self.clock.now().0;
-        let mut pacing = pacer.lock();
+        let mut pacing = self.pacer.lock();
         if pacing.step(now, 0) != (Pace::Go { wait: 0 }) {
             return None;
         }
@@ -103,12 +125,12 @@ impl<St: RateStore> Shared<St> {
         ledger: &WaitLedger,
         gcra: &Gcra,
         background: bool,
+        (max_wait, paced): (Duration, bool),
     ) -> Result<(), RateLimited> {
-        let max_wait = self.config.max_wait;
         let mut turn = None;
-        if let Some(pacer) = &self.pacer {
+        if paced {
             let now = self.clock.now().0;
-            let mut pacing = pacer.lock();
+            let mut pacing = self.pacer.lock();
             match pacing.step(now, duration_nanos(max_wait)) {
                 Pace::Go { wait } => {
                     pacing.take(now + wait);
@@ -124,7 +146,10 @@ impl<St: RateStore> Shared<St> {
                 }
             }
         }
-        match self.admit_budget(first, ledger, gcra, background).await {
+        match self
+            .admit_budget(first, ledger, gcra, background, max_wait)
+            .await
+        {
             Ok(waited) => {
                 // The turn and the slot were reserved from the same instant: the call
                 // goes when both have come.
@@ -136,8 +161,8 @@ impl<St: RateStore> Shared<St> {
                 Ok(())
             }
             Err(e) => {
-                if let (Some(pacer), Some((at, _))) = (&self.pacer, turn) {
-                    pacer.lock().give_back(at);
+                if let Some((at, _)) = turn {
+                    self.pacer.lock().give_back(at);
                 }
                 Err(e)
             }
@@ -152,8 +177,8 @@ impl<St: RateStore> Shared<St> {
         ledger: &WaitLedger,
         gcra: &Gcra,
         background: bool,
+        max_wait: Duration,
     ) -> Result<Duration, RateLimited> {
-        let max_wait = self.config.max_wait;
         let mut waited = Duration::ZERO;
         // A few rounds at most: a pause short enough to wait out, then the budget.
         for _ in 0..3 {
@@ -208,12 +233,14 @@ impl<St: RateStore> Shared<St> {
     /// in flight besides this one may not be counted in it yet, so they are taken off;
     /// and a limiter that shares the quota with others takes its share.
     fn advertised(&self, quota: UpstreamQuota) {
-        let Some(pacer) = &self.pacer else { return };
+        if !self.params.load().config.follow_upstream {
+            return;
+        }
         let others = self.in_flight.load(Ordering::Relaxed).saturating_sub(1);
         let sharers = u64::from(self.store.quota_sharers().max(1));
         let remaining = quota.remaining.saturating_sub(others) / sharers;
         let now = self.clock.now().0;
-        pacer.lock().advertise(
+        self.pacer.lock().advertise(
             now,
             Advertised {
                 remaining,
@@ -234,7 +261,7 @@ impl<St: RateStore> Shared<St> {
     /// most `max_pause`; the pause imposed.
     async fn upstream_throttled(&self, retry_after: Duration) -> Duration {
         self.upstream_429.fetch_add(1, Ordering::Relaxed);
-        let pause = retry_after.min(self.config.max_pause);
+        let pause = retry_after.min(self.params.load().config.max_pause);
         self.store.pause_for(pause).await;
         pause
     }
@@ -288,13 +315,18 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let shared = &self.shared;
         let background = req.priority() == Priority::Background;
-        let gcra = shared.gcra_for(req.priority());
-        let first = match &shared.pacer {
-            None => shared.store.try_acquire_now(&gcra, shared.config.max_wait),
-            Some(pacer) => shared.try_paced_now(pacer, &gcra),
+        let (gcra, max_wait, paced) = {
+            let params = shared.params.load();
+            let c = &params.config;
+            (params.gcra_for(req.priority()), c.max_wait, c.follow_upstream)
+        };
+        let first = if paced {
+            shared.try_paced_now(&gcra)
+        } else {
+            shared.store.try_acquire_now(&gcra, max_wait)
         };
         // With pacing on, the call brings back what the upstream advertised on its answer.
-        let report = shared.pacer.is_some().then(|| {
+        let report = paced.then(|| {
             let report = req.quota_report();
             if !report.is_recording() {
                 *report = QuotaReport::recording();
@@ -315,7 +347,7 @@ where
             }
         }
         // With pacing on, the store's answer is taken again once the call's turn is known.
-        let first = if shared.pacer.is_some() { None } else { first };
+        let first = if paced { None } else { first };
         // The call may wait, or the store must be asked over I/O: the ready inner service
         // goes with this call; a fresh clone stays for the next.
         let clone = self.inner.clone();
@@ -324,7 +356,7 @@ where
         let ledger = req.wait_ledger().clone();
         let fut = Box::pin(async move {
             shared
-                .admit(first, &ledger, &gcra, background)
+                .admit(first, &ledger, &gcra, background, (max_wait, paced))
                 .await
                 .map_err(S::Error::from)?;
             let paced = report.map(|report| Paced::new(shared.clone(), report));
@@ -485,23 +517,48 @@ impl<St: RateStore> RateLimitHandle<St> {
 
     /// The budget now.
     pub async fn budget(&self) -> BudgetState {
-        self.shared.store.state(&self.shared.gcra).await
+        let gcra = self.shared.params.load().gcra;
+        self.shared.store.state(&gcra).await
     }
 
     /// The upstream's advertised quota as the pacer knows it now: calls left and time to
     /// its reset; `None` when none is in force (or `follow_upstream` is off).
     pub fn upstream_quota(&self) -> Option<(u64, Duration)> {
-        let pacer = self.shared.pacer.as_ref()?;
+        if !self.shared.params.load().config.follow_upstream {
+            return None;
+        }
         let now = self.shared.clock.now().0;
-        pacer
+        self.shared
+            .pacer
             .lock()
             .known(now)
             .map(|(left, reset)| (left, Duration::from_nanos(reset)))
     }
 
     /// The settings in force.
-    pub fn config(&self) -> &RateLimitConfig {
-        &self.shared.config
+    pub fn config(&self) -> RateLimitConfig {
+        self.shared.params.load().config
+    }
+
+    /// Puts `config` in force now, for every call that starts from now on. The budget
+    /// spent is kept, as a number of calls priced at the new rate (a lower rate does
+    /// not hand out a fresh bucket, a higher one does not count old calls twice), and
+    /// so are the upstream's pause, its advertised quota (while `follow_upstream` stays
+    /// on) and the counters. A call admitted a moment before the change may have been
+    /// priced at the old rate.
+    pub fn reconfigure(&self, config: RateLimitConfig) {
+        let shared = &self.shared;
+        let _one_at_a_time = shared.reconfiguring.lock();
+        let old = shared.params.load().config;
+        if old == config {
+            return;
+        }
+        shared.params.store(Params::new(config));
+        shared.store.reconfigure(&old, &config);
+        if old.follow_upstream != config.follow_upstream {
+            // What the upstream advertised before pacing was off is not known to be true.
+            *shared.pacer.lock() = Pacing::default();
+        }
     }
 
     /// The store behind this limiter.

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::gcra::{Gcra, Step};
+use super::layer::RateLimitConfig;
 use crate::clock::duration_nanos;
 use crate::Clock;
 
@@ -64,6 +65,13 @@ pub trait RateStore: Send + Sync + 'static {
     /// process; a fleet's store says how many instances it sees live.
     fn quota_sharers(&self) -> u32 {
         1
+    }
+
+    /// The limiter's settings changed from `old` to `new` while it serves: the store
+    /// keeps the budget spent, repriced to the new rate ([`Gcra::reprice`]), and takes
+    /// any setting it keeps a copy of. The default keeps the state as it is.
+    fn reconfigure(&self, old: &RateLimitConfig, new: &RateLimitConfig) {
+        let _ = (old, new);
     }
 }
 
@@ -133,6 +141,19 @@ impl MemoryStore {
         self.paused_until.store(0, Ordering::Release);
     }
 
+    /// Keeps the calls spent when the price of one changes from `old` to `new`.
+    pub fn reprice(&self, old: &Gcra, new: &Gcra) {
+        if old == new {
+            return;
+        }
+        let now = self.clock.now().0;
+        let _ = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(new.reprice(old, tat, now))
+            });
+    }
+
     /// The synchronous step behind [`RateStore::state`].
     pub fn state_now(&self, gcra: &Gcra) -> BudgetState {
         let now = self.clock.now().0;
@@ -165,5 +186,9 @@ impl RateStore for MemoryStore {
 
     fn try_acquire_now(&self, gcra: &Gcra, max_wait: Duration) -> Option<Acquire> {
         Some(self.acquire_now(gcra, max_wait))
+    }
+
+    fn reconfigure(&self, old: &RateLimitConfig, new: &RateLimitConfig) {
+        self.reprice(&old.gcra(), &new.gcra());
     }
 }

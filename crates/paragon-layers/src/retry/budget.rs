@@ -46,6 +46,12 @@ impl RetryBudget {
         }
     }
 
+    /// Takes a new ratio and reserve, keeping the attempts counted in the window.
+    pub fn set_limits(&mut self, ratio: f64, min_per_sec: u32) {
+        self.ratio = ratio;
+        self.reserve = u64::from(min_per_sec) * BUCKETS;
+    }
+
     fn bucket(&mut self, now: Timestamp) -> &mut Bucket {
         let second = now.0 / BUCKET_NANOS;
         let b = &mut self.buckets[(second % BUCKETS) as usize];

@@ -1,9 +1,17 @@
+//! The [`Retry`] service: a call's attempts, their backoff and hedges, within the
+//! request's deadline and the instance's retry budget.
+//!
+//! The settings can change while the layer serves ([`RetryHandle::reconfigure`]): they
+//! sit behind one atomic pointer (`arc-swap`) read once per call, and the budget keeps
+//! the attempts it has counted.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use tower::{Service, ServiceExt};
@@ -18,7 +26,7 @@ type Gate = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// State shared by every clone of one retry layer.
 pub(crate) struct Shared {
-    config: RetryConfig,
+    config: ArcSwap<RetryConfig>,
     clock: Clock,
     budget: Mutex<RetryBudget>,
     hedge_gate: Option<Gate>,
@@ -40,7 +48,7 @@ impl Shared {
                 config.budget_ratio,
                 config.budget_min_per_sec,
             )),
-            config,
+            config: ArcSwap::from_pointee(config),
             clock,
             hedge_gate,
             firsts: AtomicU64::new(0),
@@ -191,7 +199,7 @@ where
     S::Error: Retryable + From<DeadlineExceeded>,
     Req: CarriesDeadline + CarriesWaits + Idempotent + Clone,
 {
-    let config = shared.config;
+    let config = **shared.config.load();
     let clock = shared.clock.clone();
     let start = clock.now();
     // A deadline the caller set earlier than ours stands.
@@ -375,7 +383,16 @@ impl RetryHandle {
     }
 
     /// The settings in force.
-    pub fn config(&self) -> &RetryConfig {
-        &self.shared.config
+    pub fn config(&self) -> RetryConfig {
+        **self.shared.config.load()
+    }
+
+    /// Puts `config` in force for every call that starts from now on (one already
+    /// started keeps its deadline and attempts). The budget keeps the attempts it has
+    /// counted and takes the new ratio and reserve.
+    pub fn reconfigure(&self, config: RetryConfig) {
+        let mut budget = self.shared.budget.lock();
+        budget.set_limits(config.budget_ratio, config.budget_min_per_sec);
+        self.shared.config.store(Arc::new(config));
     }
 }
