@@ -71,7 +71,10 @@ fn route_of(path: &str) -> Route {
         "/healthz" => Route::Healthz,
         "/readyz" => Route::Readyz,
         "/metrics" => Route::Metrics,
-        "/admin/status" | "/admin/cache/purge" | "/admin/rate-limit/resume" => Route::Admin,
+        "/admin/status"
+        | "/admin/cache/purge"
+        | "/admin/rate-limit/resume"
+        | "/admin/config/reload" => Route::Admin,
         p if p
             .strip_prefix("/admin/circuit-breaker/")
             .is_some_and(|action| !action.is_empty() && !action.contains('/')) =>
@@ -216,10 +219,11 @@ where
         )
         .route("/admin/cache/purge", post(routes::admin::purge))
         .route("/admin/rate-limit/resume", post(routes::admin::resume))
+        .route("/admin/config/reload", post(routes::reload::reload))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
-    let cors = cors(&state.0.config.server.cors_allowed_origins);
+    let cors = cors(&state.config().server.cors_allowed_origins);
     ServiceBuilder::new()
         .layer(MapRequestLayer::new(sane_request_id::<B>))
         .layer(SetRequestIdLayer::new(
@@ -255,6 +259,7 @@ mod tests {
             ("/admin/circuit-breaker/open", Route::Admin),
             ("/admin/cache/purge", Route::Admin),
             ("/admin/rate-limit/resume", Route::Admin),
+            ("/admin/config/reload", Route::Admin),
             ("/admin/nothing", Route::Other),
             ("/admin/circuit-breaker/a/b", Route::Other),
             ("/", Route::Other),

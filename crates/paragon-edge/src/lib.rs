@@ -23,7 +23,8 @@
 //! - [`problem`] — errors as `application/problem+json`;
 //! - [`metrics`] — counters and the Prometheus text;
 //! - [`conn`] — frontend connections: the accept loop, its cap and the timeouts;
-//! - [`server`] — build, run with graceful shutdown, signals.
+//! - [`server`] — build, run with graceful shutdown, signals;
+//! - [`reload`] — the configuration reloaded while serving (admin action, SIGHUP).
 
 pub mod app;
 pub mod client_limit;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod conn;
 pub mod metrics;
 pub mod problem;
+pub mod reload;
 pub mod routes;
 pub mod server;
 pub mod stack;

@@ -106,6 +106,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Ticked by the serving runtime itself: no clock thread wakes the serving cores.
     let clock = paragon_layers::Clock::coarse_on(&tokio::runtime::Handle::current());
     let edge = server::build(settings, clock).await?;
+    paragon_edge::reload::reload_on_hangup(edge.state.clone())
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.listen): {e}"))?;

@@ -61,7 +61,7 @@ pub async fn build(settings: Settings, clock: Clock) -> Result<Edge, StartError>
     };
     let upstream = crate::config::redact_url(base_url.as_str());
     let stack = stack::build(&settings, base_url, clock.clone(), metrics.clone())?;
-    let config = settings.config;
+    let (config, origin) = (settings.config, settings.origin);
     if let Some(link) = &stack.redis {
         // Give Redis a moment so the first requests already use the fleet's state.
         if link.wait_up(Duration::from_secs(1)).await {
@@ -96,6 +96,7 @@ pub async fn build(settings: Settings, clock: Clock) -> Result<Edge, StartError>
         upstream,
         simulator.is_some(),
         client_limit,
+        origin,
     );
     Ok(Edge { state, simulator })
 }
@@ -136,7 +137,7 @@ pub async fn run(
     let server = conn::serve(
         listener,
         app(state.clone()),
-        conn_limits(&state.0.config),
+        conn_limits(&state.config()),
         state.metrics().clone(),
         state.0.client_limit.is_some(),
         stop_rx,

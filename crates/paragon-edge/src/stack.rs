@@ -15,7 +15,7 @@ use paragon_layers::cache::{Cache, CacheHandle, CacheLayer};
 use paragon_layers::circuit_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use paragon_layers::fleet::{RedisLink, RedisRateStore, RedisTier};
 use paragon_layers::rate_limit::gcra::Gcra;
-use paragon_layers::rate_limit::{Acquire, BudgetState, RateStore};
+use paragon_layers::rate_limit::{Acquire, BudgetState, RateLimitConfig, RateStore};
 use paragon_layers::rate_limit::{MemoryStore, RateLimit, RateLimitHandle, RateLimitLayer};
 use paragon_layers::retry::{Retry, RetryHandle, RetryLayer};
 use paragon_layers::Clock;
@@ -105,6 +105,13 @@ impl RateStore for EdgeStore {
         match self {
             EdgeStore::Memory(m) => m.quota_sharers(),
             EdgeStore::Redis(r) => r.quota_sharers(),
+        }
+    }
+
+    fn reconfigure(&self, old: &RateLimitConfig, new: &RateLimitConfig) {
+        match self {
+            EdgeStore::Memory(m) => m.reconfigure(old, new),
+            EdgeStore::Redis(r) => r.reconfigure(old, new),
         }
     }
 }

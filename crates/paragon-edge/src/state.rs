@@ -1,16 +1,21 @@
 //! The state every handler serves from: the built stack, the configuration, the
 //! metrics, and whether the instance is still serving (for the shutdown drain).
+//!
+//! The configuration can be reloaded while the instance serves (`reload.rs`), so it sits
+//! behind an atomic pointer (`arc-swap`): a handler reads it with [`AppState::config`],
+//! one atomic load, and sees either the old or the new configuration whole.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Guard};
 use axum::extract::ConnectInfo;
 use axum::http::HeaderValue;
 use tokio::sync::Notify;
 
 use crate::client_limit::ClientLimiter;
-use crate::config::Config;
+use crate::config::{Config, Origin};
 use crate::metrics::{LayerFigures, Metrics};
 use crate::problem::{window_secs, Problem, RatePolicy};
 use crate::stack::Stack;
@@ -22,12 +27,19 @@ pub struct AppState(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     pub(crate) stack: Stack,
     pub(crate) client_limit: Option<ClientLimiter>,
-    pub(crate) config: Config,
+    /// The configuration in force; replaced whole by a reload.
+    config: ArcSwap<Config>,
+    /// Where the configuration came from: what a reload reads again.
+    pub(crate) origin: Origin,
+    /// Held while a reload runs, so two reloads apply one after the other.
+    pub(crate) reloading: parking_lot::Mutex<()>,
+    /// Reloads that changed something since start.
+    pub(crate) reloads: AtomicU64,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) upstream: String,
     pub(crate) embedded: bool,
     /// `Cache-Control` of user answers: `private, ` and `server.browser_cache`.
-    pub(crate) cache_control: HeaderValue,
+    cache_control: ArcSwap<HeaderValue>,
     ready: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -35,7 +47,8 @@ pub(crate) struct Inner {
 
 impl AppState {
     /// State over a built stack. `upstream` is the base URL shown in status pages;
-    /// `embedded` says whether it is the in-process simulator.
+    /// `embedded` says whether it is the in-process simulator; `origin` is where
+    /// `config` was read, which a reload reads again.
     pub fn new(
         stack: Stack,
         config: Config,
@@ -43,15 +56,16 @@ impl AppState {
         upstream: String,
         embedded: bool,
         client_limit: Option<ClientLimiter>,
+        origin: Origin,
     ) -> Self {
-        let cache_control =
-            HeaderValue::try_from(format!("private, {}", config.server.browser_cache))
-                .unwrap_or(HeaderValue::from_static("private, no-cache"));
         AppState(Arc::new(Inner {
-            cache_control,
+            cache_control: ArcSwap::from_pointee(cache_control(&config)),
             stack,
             client_limit,
-            config,
+            config: ArcSwap::from_pointee(config),
+            origin,
+            reloading: parking_lot::Mutex::new(()),
+            reloads: AtomicU64::new(0),
             metrics,
             upstream,
             embedded,
@@ -59,6 +73,28 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
+    }
+
+    /// The configuration in force now (one atomic load).
+    pub fn config(&self) -> Guard<Arc<Config>> {
+        self.0.config.load()
+    }
+
+    /// `Cache-Control` of user answers now.
+    pub fn cache_control(&self) -> HeaderValue {
+        HeaderValue::clone(&self.0.cache_control.load())
+    }
+
+    /// Puts a reloaded configuration in force for the handlers; the layers take
+    /// theirs through their handles (`reload.rs`).
+    pub(crate) fn set_config(&self, config: Config) {
+        self.0.cache_control.store(Arc::new(cache_control(&config)));
+        self.0.config.store(Arc::new(config));
+    }
+
+    /// Reloads that changed the configuration since start.
+    pub fn reloads(&self) -> u64 {
+        self.0.reloads.load(Ordering::Relaxed)
     }
 
     /// The stack served.
@@ -124,7 +160,8 @@ impl AppState {
             .await
             .map_err(|refusal| {
                 self.0.metrics.client_limited();
-                let c = &self.0.config.client_limit;
+                let config = self.config();
+                let c = &config.client_limit;
                 let requests = RatePolicy {
                     name: "client",
                     quota: c.max_requests,
@@ -142,7 +179,8 @@ impl AppState {
     /// The edge's budget of upstream calls, as a `429`'s `RateLimit-Policy` describes it;
     /// `None` when the rate limiter is off.
     pub fn upstream_policy(&self) -> Option<RatePolicy> {
-        let r = &self.0.config.rate_limit;
+        let config = self.config();
+        let r = &config.rate_limit;
         r.enabled.then_some(RatePolicy {
             name: "upstream",
             quota: r.max_requests,
@@ -169,6 +207,13 @@ impl AppState {
             retry: Some(s.retry.stats()),
         }
     }
+}
+
+/// `Cache-Control` of user answers under `config`: `private, ` and `server.browser_cache`
+/// (checked when the configuration was).
+fn cache_control(config: &Config) -> HeaderValue {
+    HeaderValue::try_from(format!("private, {}", config.server.browser_cache))
+        .unwrap_or(HeaderValue::from_static("private, no-cache"))
 }
 
 /// Counts an API request in flight until dropped (also when the connection is dropped

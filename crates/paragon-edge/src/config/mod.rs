@@ -19,7 +19,7 @@ use url::Url;
 pub use paragon_client::Secret;
 pub use redis::{RedisConfig, RedisMode};
 pub use retry::RetrySection;
-pub use settings::Settings;
+pub use settings::{Origin, Settings};
 pub use types::{redact_url, Backend, Dur, RedisUrl, SecretUrl};
 
 /// The whole configuration, exactly the keys of the contract, with their defaults.

@@ -7,9 +7,12 @@
 //! so nothing downstream parses or checks again. The layers' builders check their own
 //! ranges; this module checks only what no layer owns (server limits, upstream, client
 //! limit), and every error names its `section.key`.
+//!
+//! Settings also remember where they came from ([`Origin`]), so that a reload
+//! (`POST /admin/config/reload`, SIGHUP) reads the same file and environment again.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use paragon_layers::cache::CacheConfig;
@@ -44,6 +47,18 @@ pub struct Settings {
     pub client_key: ClientKey,
     /// `[redis]`: where Redis is and how to reach it.
     pub redis: (RedisTarget, LinkOptions),
+    /// Where the configuration was read from.
+    pub origin: Origin,
+}
+
+/// Where a configuration came from, and so what a reload reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The defaults, this file (if any) and the environment ([`Settings::load`]): a
+    /// reload reads them again.
+    Loaded(Option<PathBuf>),
+    /// Given whole by the program ([`Settings::new`]): there is nothing to read again.
+    Given,
 }
 
 impl Settings {
@@ -80,12 +95,15 @@ impl Settings {
             retry,
             client_key,
             redis,
+            origin: Origin::Given,
         })
     }
 
     /// Reads the defaults, `file` (if any) and the environment, then checks.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
-        Settings::new(Config::load(file)?)
+        let mut settings = Settings::new(Config::load(file)?)?;
+        settings.origin = Origin::Loaded(file.map(Path::to_path_buf));
+        Ok(settings)
     }
 
     /// Parses a TOML document (no environment), then checks.

@@ -18,7 +18,7 @@ fn millis(d: std::time::Duration) -> u64 {
 /// The live state of every layer.
 pub async fn status(State(state): State<AppState>) -> Response {
     let s = state.stack();
-    let config = &state.0.config;
+    let config = state.config();
     let cache = match &s.cache {
         Some(c) => {
             let st = c.stats();
@@ -141,8 +141,9 @@ pub async fn status(State(state): State<AppState>) -> Response {
 }
 
 /// Admin actions exist only with `server.admin_token` set, and need it as a bearer token.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let token = &state.0.config.server.admin_token;
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let config = state.config();
+    let token = &config.server.admin_token;
     if token.is_empty() {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,

@@ -118,7 +118,7 @@ fn user_response(
             if let Ok(tag) = HeaderValue::try_from(tag) {
                 h.insert(header::ETAG, tag);
             }
-            h.insert(header::CACHE_CONTROL, state.0.cache_control.clone());
+            h.insert(header::CACHE_CONTROL, state.cache_control());
             response
         }
         Err(e) => problem_for(state, &e).into_response(),
@@ -226,7 +226,7 @@ pub async fn get_batch(
     RawQuery(query): RawQuery,
     request: axum::extract::Request,
 ) -> Response {
-    let config = &state.0.config;
+    let config = state.config();
     let ids = match parse_batch(query.as_deref(), config.server.max_batch_ids) {
         Ok(ids) => ids,
         Err(p) => return p.into_response(),

@@ -272,11 +272,10 @@ impl Shared {
             cell.store(0, Ordering::Release);
         }
         if to == BreakerState::Open {
-            self.open_until
-                .store(
-                    now.after(self.params.load().config.open_for).0,
-                    Ordering::Release,
-                );
+            self.open_until.store(
+                now.after(self.params.load().config.open_for).0,
+                Ordering::Release,
+            );
         }
         let from_state = BreakerState::from_code(from);
         if from_state != to {
@@ -340,8 +339,7 @@ where
                 // recording ledger gets one (only when that rule is on); one that has one
                 // already keeps it, and only what is added during this call counts.
                 let ledger = req.wait_ledger();
-                if self.shared.params.load().config.slow_call.is_some() && !ledger.is_recording()
-                {
+                if self.shared.params.load().config.slow_call.is_some() && !ledger.is_recording() {
                     *ledger = WaitLedger::recording();
                 }
                 let waits = ledger.clone();

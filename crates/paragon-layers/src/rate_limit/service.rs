@@ -318,7 +318,11 @@ where
         let (gcra, max_wait, paced) = {
             let params = shared.params.load();
             let c = &params.config;
-            (params.gcra_for(req.priority()), c.max_wait, c.follow_upstream)
+            (
+                params.gcra_for(req.priority()),
+                c.max_wait,
+                c.follow_upstream,
+            )
         };
         let first = if paced {
             shared.try_paced_now(&gcra)
