@@ -425,9 +425,9 @@ async fn the_answer_lists_every_changed_key_sorted_and_they_take_effect() {
     assert_eq!(edge.state.reloads(), 1);
 
     // A new admin token is in force at once: the old one no longer works.
-    edge.rewrite(&format!(
-        "[server]\nadmin_token = \"next-token\"\nbrowser_cache = \"max-age=30\"\nmax_batch_ids = 2\n[retry]\nenabled = true\nmax_attempts = 3\n[circuit_breaker]\nfailure_threshold = 9\n[cache]\nttl = \"30s\"\n[upstream]\ndeadline = \"3s\"\n"
-    ));
+    edge.rewrite(
+        "[server]\nadmin_token = \"next-token\"\nbrowser_cache = \"max-age=30\"\nmax_batch_ids = 2\n[retry]\nenabled = true\nmax_attempts = 3\n[circuit_breaker]\nfailure_threshold = 9\n[cache]\nttl = \"30s\"\n[upstream]\ndeadline = \"3s\"\n",
+    );
     assert_eq!(edge.reload_ok().await, ["server.admin_token"]);
     assert_eq!(edge.reload_with(Some(TOKEN)).await.status, 401);
     assert_eq!(edge.reload_with(Some("next-token")).await.status, 200);
