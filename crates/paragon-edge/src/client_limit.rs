@@ -16,6 +16,9 @@
 //! since a fresh client has that same budget; and past [`MAX_TRACKED`] busy clients the
 //! newcomers share one budget instead of growing the map. Its hasher is std's SipHash
 //! with a per-process random key, because the keys are chosen by clients.
+//!
+//! A reloaded configuration changes the budgets in place ([`ClientLimiter::reconfigure`]):
+//! what each client has spent is kept, repriced to the new rate ([`Gcra::reprice`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -69,21 +72,7 @@ impl ClientLimiter {
         clock: Clock,
         fleet: Option<RedisLink>,
     ) -> ClientLimiter {
-        let requests = Gcra::new(section.max_requests, section.window.0, section.max_requests);
-        let upstream = rate_limit.enabled.then(|| {
-            let share = section.max_upstream_share;
-            let burst = if rate_limit.burst == 0 {
-                rate_limit.max_requests
-            } else {
-                rate_limit.burst
-            };
-            let scaled = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
-            Gcra::new(
-                scaled(rate_limit.max_requests),
-                rate_limit.window.0,
-                scaled(burst),
-            )
-        });
+        let (requests, upstream) = budgets(section, rate_limit);
         let fleet = fleet
             .zip(upstream)
             .map(|(link, gcra)| RedisKeyedBudget::new(link, "share", gcra));
@@ -92,6 +81,20 @@ impl ClientLimiter {
             requests: Budgets::new(requests, clock.clone()),
             upstream: upstream.map(|g| Budgets::new(g, clock)),
             fleet,
+        }
+    }
+
+    /// Takes the budgets of a reloaded `section` and `rate_limit`, keeping what each
+    /// client has spent. The share of the upstream budget exists only when the rate
+    /// limiter was on at start (turning it on or off needs a restart).
+    pub fn reconfigure(&self, section: &ClientLimitSection, rate_limit: &RateLimitSection) {
+        let (requests, upstream) = budgets(section, rate_limit);
+        self.requests.set_gcra(requests);
+        if let (Some(budgets), Some(gcra)) = (&self.upstream, upstream) {
+            budgets.set_gcra(gcra);
+        }
+        if let (Some(fleet), Some(gcra)) = (&self.fleet, upstream) {
+            fleet.set_gcra(gcra);
         }
     }
 
@@ -140,31 +143,66 @@ impl ClientLimiter {
 
     /// Clients followed one by one now.
     pub fn tracked(&self) -> usize {
-        self.requests.tats.lock().len()
+        self.requests.state.lock().1.len()
     }
+}
+
+/// The GCRA of each client's requests, and of its share of the upstream budget (when the
+/// rate limiter is on).
+fn budgets(section: &ClientLimitSection, rate_limit: &RateLimitSection) -> (Gcra, Option<Gcra>) {
+    let requests = Gcra::new(section.max_requests, section.window.0, section.max_requests);
+    let upstream = rate_limit.enabled.then(|| {
+        let share = section.max_upstream_share;
+        let burst = if rate_limit.burst == 0 {
+            rate_limit.max_requests
+        } else {
+            rate_limit.burst
+        };
+        let scaled = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
+        Gcra::new(
+            scaled(rate_limit.max_requests),
+            rate_limit.window.0,
+            scaled(burst),
+        )
+    });
+    (requests, upstream)
 }
 
 /// One budget per client.
 struct Budgets {
-    gcra: Gcra,
     clock: Clock,
-    tats: Mutex<HashMap<String, u64>>,
+    /// The budget of each client, and the clients' TATs; one lock, so a change of the
+    /// budget reprices every TAT at once.
+    state: Mutex<(Gcra, HashMap<String, u64>)>,
 }
 
 impl Budgets {
     fn new(gcra: Gcra, clock: Clock) -> Budgets {
         Budgets {
-            gcra,
             clock,
-            tats: Mutex::new(HashMap::new()),
+            state: Mutex::new((gcra, HashMap::new())),
         }
     }
 
+    /// Takes a new budget, keeping what each client has spent.
+    fn set_gcra(&self, new: Gcra) {
+        let now = self.clock.now().0;
+        let mut state = self.state.lock();
+        let (gcra, tats) = &mut *state;
+        if *gcra == new {
+            return;
+        }
+        for tat in tats.values_mut() {
+            *tat = new.reprice(gcra, *tat, now);
+        }
+        *gcra = new;
+    }
+
     /// The TAT after `n` more calls at `now` from `tat`, if they conform.
-    fn step(&self, tat: u64, now: u64, n: u32) -> Result<u64, Duration> {
-        let cost = self.gcra.interval.saturating_mul(u64::from(n));
+    fn step(gcra: &Gcra, tat: u64, now: u64, n: u32) -> Result<u64, Duration> {
+        let cost = gcra.interval.saturating_mul(u64::from(n));
         let new_tat = tat.max(now).saturating_add(cost);
-        let allow_at = new_tat.saturating_sub(self.gcra.tolerance);
+        let allow_at = new_tat.saturating_sub(gcra.tolerance);
         if allow_at <= now {
             Ok(new_tat)
         } else {
@@ -175,19 +213,21 @@ impl Budgets {
     /// Whether `n` calls of `client` would conform now; charges nothing.
     fn check(&self, client: &str, n: u32) -> Result<(), Duration> {
         let now = self.clock.now().0;
-        let tats = self.tats.lock();
+        let state = self.state.lock();
+        let (gcra, tats) = &*state;
         let tat = tats
             .get(client)
             .or_else(|| tats.get(OVERFLOW).filter(|_| tats.len() >= MAX_TRACKED))
             .copied()
             .unwrap_or(0);
-        self.step(tat, now, n).map(drop)
+        Self::step(gcra, tat, now, n).map(drop)
     }
 
     /// Charges `n` calls to `client` if they conform.
     fn take(&self, client: &str, n: u32) -> Result<(), Duration> {
         let now = self.clock.now().0;
-        let mut tats = self.tats.lock();
+        let mut state = self.state.lock();
+        let (gcra, tats) = &mut *state;
         if !tats.contains_key(client) && tats.len() >= MAX_TRACKED {
             // Those whose budget is whole again cost nothing to forget.
             tats.retain(|_, tat| *tat > now);
@@ -198,7 +238,7 @@ impl Budgets {
             OVERFLOW
         };
         let tat = tats.get(key).copied().unwrap_or(0);
-        let new_tat = self.step(tat, now, n)?;
+        let new_tat = Self::step(gcra, tat, now, n)?;
         tats.insert(key.to_owned(), new_tat);
         Ok(())
     }

@@ -48,7 +48,14 @@ const RESTART_KEYS: &[(&str, &str)] = &[
         "circuit_breaker.enabled",
         "it adds or removes a layer of the stack",
     ),
-    ("client_limit.", "the per-client limiter is built at start"),
+    (
+        "client_limit.enabled",
+        "the per-client limiter is built at start",
+    ),
+    (
+        "client_limit.key",
+        "the per-client limiter is built at start",
+    ),
     ("cache.max_entries", "it sizes the cache's table"),
     ("cache.max_bytes", "it sizes the cache's table"),
     (
@@ -253,25 +260,10 @@ fn apply(state: &AppState) -> Result<Vec<String>, ReloadError> {
     let settings = Settings::load(file.as_deref())?;
     let current = state.config();
     let changed = changed_keys(&current, &settings.config);
-    let mut refused: Vec<(String, &'static str)> = changed
+    let refused: Vec<(String, &'static str)> = changed
         .iter()
         .filter_map(|key| needs_restart(key).map(|why| (key.clone(), why)))
         .collect();
-    // The per-client shares of the upstream budget are derived from it at start.
-    if current.client_limit.enabled {
-        for key in [
-            "rate_limit.max_requests",
-            "rate_limit.burst",
-            "rate_limit.window",
-        ] {
-            if changed.iter().any(|k| k == key) {
-                refused.push((
-                    key.to_owned(),
-                    "client_limit is on, and each client's share of the upstream budget is set from it at start",
-                ));
-            }
-        }
-    }
     if !refused.is_empty() {
         return Err(ReloadError::NeedsRestart(refused));
     }
@@ -294,6 +286,9 @@ fn apply(state: &AppState) -> Result<Vec<String>, ReloadError> {
     }
     if stack.retry.config() != settings.retry {
         stack.retry.reconfigure(settings.retry);
+    }
+    if let Some(clients) = &state.0.client_limit {
+        clients.reconfigure(&settings.config.client_limit, &settings.config.rate_limit);
     }
     state.set_config(settings.config);
     state

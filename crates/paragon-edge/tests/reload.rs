@@ -434,6 +434,31 @@ async fn the_answer_lists_every_changed_key_sorted_and_they_take_effect() {
 }
 
 #[tokio::test]
+async fn client_limits_change_and_keep_what_each_client_spent() {
+    let base = server("");
+    let edge = FileEdge::start(
+        "clients",
+        &format!("{base}[client_limit]\nenabled = true\nmax_requests = 3\n"),
+        SimConfig::default(),
+    )
+    .await;
+    for i in 0..3 {
+        assert_eq!(edge.get(&format!("/v1/users/c-{i}")).await.status, 200);
+    }
+    assert_eq!(edge.get("/v1/users/c-3").await.status, 429);
+
+    edge.rewrite(&format!(
+        "{base}[client_limit]\nenabled = true\nmax_requests = 5\n"
+    ));
+    assert_eq!(edge.reload_ok().await, ["client_limit.max_requests"]);
+    // Three of the five spent already: two more, not five.
+    for i in 4..6 {
+        assert_eq!(edge.get(&format!("/v1/users/c-{i}")).await.status, 200);
+    }
+    assert_eq!(edge.get("/v1/users/c-6").await.status, 429);
+}
+
+#[tokio::test]
 async fn the_breaker_keeps_its_state_through_a_reload() {
     let base = server("");
     let edge = FileEdge::start(

@@ -53,7 +53,8 @@ return {0, 0}
 pub struct RedisKeyedBudget {
     link: RedisLink,
     name: String,
-    gcra: Gcra,
+    /// Replaced when the budget changes ([`set_gcra`](Self::set_gcra)).
+    gcra: parking_lot::Mutex<Gcra>,
     acquire: redis::Script,
 }
 
@@ -63,9 +64,16 @@ impl RedisKeyedBudget {
         RedisKeyedBudget {
             link,
             name: name.to_owned(),
-            gcra,
+            gcra: parking_lot::Mutex::new(gcra),
             acquire: redis::Script::new(ACQUIRE),
         }
+    }
+
+    /// Takes a new budget for every key from now on. The keys' TATs in Redis are kept as
+    /// they are, as the fleet's are ([`RedisRateStore`]'s `reconfigure`): each instance
+    /// changes at its own moment.
+    pub fn set_gcra(&self, gcra: Gcra) {
+        *self.gcra.lock() = gcra;
     }
 
     /// Charges `n` calls to `key`'s budget: `Some(Ok(()))` when they conform,
@@ -75,11 +83,10 @@ impl RedisKeyedBudget {
         let prefix = self.link.prefix();
         let tat_key = format!("{prefix}{{{}:{key}}}:tat", self.name);
         let pause_key = format!("{prefix}{{{}:{key}}}:pause", self.name);
-        let cost = (self.gcra.interval / 1_000)
-            .max(1)
-            .saturating_mul(u64::from(n));
-        let tolerance = self.gcra.tolerance / 1_000;
-        let ttl = (self.gcra.tolerance + self.gcra.interval) / 1_000_000 + 1_000;
+        let gcra = *self.gcra.lock();
+        let cost = (gcra.interval / 1_000).max(1).saturating_mul(u64::from(n));
+        let tolerance = gcra.tolerance / 1_000;
+        let ttl = (gcra.tolerance + gcra.interval) / 1_000_000 + 1_000;
         let reply = self
             .link
             .call(|mut c| {
