@@ -719,3 +719,41 @@ async fn waiting_for_our_own_rate_limit_behind_a_buffer_is_not_a_slow_upstream_c
     );
     assert_eq!(handle.state(), Closed);
 }
+
+#[tokio::test]
+async fn new_settings_keep_the_state_and_apply_from_the_next_decision() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    let (mut svc, handle) = breaker(config(2), clock.clone(), up.clone());
+    up.fail(Fail::Upstream);
+    get(&mut svc, 1).await.unwrap_err();
+    assert_eq!(handle.stats().consecutive_failures, 1);
+    // A higher threshold: the failure counted stays counted.
+    handle.reconfigure(config(3).build().unwrap());
+    get(&mut svc, 1).await.unwrap_err();
+    assert_eq!(handle.state(), Closed, "2 of 3");
+    get(&mut svc, 1).await.unwrap_err();
+    assert_eq!(handle.state(), Open);
+    assert_eq!(up.calls(), 3);
+
+    // Open stays open until the time set when it opened, whatever the new open_for.
+    handle.reconfigure(
+        config(3)
+            .open_for(secs(10))
+            .half_open_max_calls(2)
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(handle.state(), Open);
+    clock.advance(secs(30));
+    assert_eq!(get(&mut svc, 2).await, open(secs(30)));
+    assert_eq!(up.calls(), 3);
+    clock.advance(secs(30));
+    // Half-open now, with the new number of probes; a probe failure reopens for the
+    // new open_for.
+    get(&mut svc, 3).await.unwrap_err();
+    assert_eq!(handle.state(), Open);
+    assert_eq!(get(&mut svc, 4).await, open(secs(10)));
+    assert_eq!(handle.config().open_for, secs(10));
+    assert_eq!(handle.stats().transitions, 3);
+}

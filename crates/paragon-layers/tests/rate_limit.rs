@@ -560,3 +560,46 @@ fn background_reserve_must_be_a_share() {
         assert_eq!(err.field, "background_reserve");
     }
 }
+
+#[tokio::test]
+async fn a_new_rate_keeps_the_calls_spent_and_the_pause_and_tells_the_exact_retry() {
+    let clock = Clock::manual();
+    let up = Scripted::new();
+    let config = RateLimitConfig::builder(10, secs(1)).build().unwrap();
+    let (mut svc, handle) = limiter(config, clock.clone(), up.clone());
+    for n in 0..6 {
+        assert!(get(&mut svc, n).await.is_ok());
+    }
+    // Half the rate and burst: six calls made are one over the new burst of five, so
+    // the next call waits for that one and its own slot (2 × 200 ms).
+    handle.reconfigure(RateLimitConfig::builder(5, secs(1)).build().unwrap());
+    assert_eq!(handle.config().max_requests.get(), 5);
+    assert_eq!(handle.budget().await.available, 0);
+    assert_eq!(get(&mut svc, 6).await, budget(ms(400)));
+    // Twice the first rate: the six calls still count, at the new price.
+    handle.reconfigure(RateLimitConfig::builder(20, secs(1)).build().unwrap());
+    assert_eq!(handle.budget().await.available, 14);
+    for n in 0..14 {
+        assert!(
+            get(&mut svc, 10 + n).await.is_ok(),
+            "call {n} of the 14 left"
+        );
+    }
+    assert_eq!(get(&mut svc, 30).await, budget(ms(50)));
+    assert_eq!(up.calls(), 20);
+
+    // An upstream 429's pause goes on through a change of rate.
+    up.fail(Fail::Throttled(secs(5)));
+    clock.advance(secs(10));
+    assert_eq!(get(&mut svc, 31).await, Err(Fail::Throttled(secs(5))));
+    up.succeed();
+    handle.reconfigure(RateLimitConfig::builder(100, secs(1)).build().unwrap());
+    assert_eq!(get(&mut svc, 32).await, paused(secs(5)));
+    assert_eq!(up.calls(), 21);
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.admitted, stats.upstream_429),
+        (21, 1),
+        "counters kept"
+    );
+}
