@@ -2,14 +2,15 @@
 //! metrics, and whether the instance is still serving (for the shutdown drain).
 //!
 //! The configuration can be reloaded while the instance serves (`reload.rs`), so it sits
-//! behind an atomic pointer (`arc-swap`): a handler reads it with [`AppState::config`],
-//! one atomic load, and sees either the old or the new configuration whole.
+//! behind an atomic pointer (`arc-swap`): a handler reads it with [`AppState::config`]
+//! and sees either the old or the new configuration whole. The user route reads only
+//! `Cache-Control` ([`AppState::cache_control`]), one atomic load.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::ArcSwap;
 use axum::extract::ConnectInfo;
 use axum::http::HeaderValue;
 use tokio::sync::Notify;
@@ -75,9 +76,10 @@ impl AppState {
         }))
     }
 
-    /// The configuration in force now (one atomic load).
-    pub fn config(&self) -> Guard<Arc<Config>> {
-        self.0.config.load()
+    /// The configuration in force now. A handler may hold it across awaits: a reload
+    /// meanwhile does not change what it reads.
+    pub fn config(&self) -> Arc<Config> {
+        self.0.config.load_full()
     }
 
     /// `Cache-Control` of user answers now.
