@@ -106,18 +106,61 @@ const RESTART_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Keys that take effect at once on reload: the handlers read them through
+/// `AppState::config`, and the layers take theirs through their handles. A key in
+/// neither list is treated as needing a restart, and a unit test fails until every key
+/// of [`Config`] is in one of them, so a new key is never claimed live by accident.
+const LIVE_KEYS: &[&str] = &[
+    "server.admin_token",
+    "server.max_batch_ids",
+    "server.max_batch_bytes",
+    "server.browser_cache",
+    "upstream.deadline",
+    "cache.ttl",
+    "cache.ttl_jitter",
+    "cache.stale_if_error",
+    "cache.stale_while_revalidate",
+    "cache.revalidate",
+    "cache.negative_ttl",
+    "rate_limit.max_requests",
+    "rate_limit.window",
+    "rate_limit.burst",
+    "rate_limit.max_wait",
+    "rate_limit.max_pause",
+    "rate_limit.follow_upstream",
+    "rate_limit.background_reserve",
+    "client_limit.max_requests",
+    "client_limit.window",
+    "client_limit.max_upstream_share",
+    "retry.enabled",
+    "retry.max_attempts",
+    "retry.backoff",
+    "retry.budget_ratio",
+    "retry.budget_min_per_sec",
+    "retry.hedge_after",
+    "circuit_breaker.failure_threshold",
+    "circuit_breaker.failure_rate",
+    "circuit_breaker.window",
+    "circuit_breaker.minimum_calls",
+    "circuit_breaker.open_for",
+    "circuit_breaker.half_open_max_calls",
+    "circuit_breaker.slow_call",
+];
+
 /// Why a key cannot change without a restart, or `None` when it takes effect at once.
 pub fn needs_restart(key: &str) -> Option<&'static str> {
-    RESTART_KEYS
-        .iter()
-        .find(|(k, _)| {
-            if k.ends_with('.') {
-                key.starts_with(k)
-            } else {
-                key == *k
-            }
-        })
-        .map(|(_, why)| *why)
+    let restart = RESTART_KEYS.iter().find(|(k, _)| {
+        if k.ends_with('.') {
+            key.starts_with(k)
+        } else {
+            key == *k
+        }
+    });
+    match restart {
+        Some((_, why)) => Some(why),
+        None if LIVE_KEYS.contains(&key) => None,
+        None => Some("it is not known to take effect while serving"),
+    }
 }
 
 /// The dotted keys of every leaf that differs between `old` and `new`, sorted. A list is
@@ -355,6 +398,41 @@ mod tests {
         let old = config("[upstream]\napi_key = \"a\"\n[redis]\nurl = \"redis://:pw1@h:1\"");
         let new = config("[upstream]\napi_key = \"b\"\n[redis]\nurl = \"redis://:pw2@h:1\"");
         assert_eq!(changed_keys(&old, &new), ["redis.url", "upstream.api_key"]);
+    }
+
+    /// Every key of the configuration is either live or needs a restart, not both: a
+    /// key added to `Config` fails here until it is put in one of the two lists.
+    #[test]
+    fn every_key_is_either_live_or_needs_a_restart() {
+        let mut keys = BTreeMap::new();
+        leaves(
+            "",
+            &serde_json::to_value(Config::default()).expect("serializable"),
+            &mut keys,
+        );
+        // Not printed while unset.
+        keys.insert("upstream.base_url".to_owned(), Value::Null);
+        for key in keys.keys() {
+            let restart = RESTART_KEYS.iter().any(|(k, _)| {
+                if k.ends_with('.') {
+                    key.starts_with(k)
+                } else {
+                    key == k
+                }
+            });
+            let live = LIVE_KEYS.contains(&key.as_str());
+            assert!(
+                restart != live,
+                "{key}: put it in exactly one of LIVE_KEYS and RESTART_KEYS (live: {live}, restart: {restart})"
+            );
+        }
+        for key in LIVE_KEYS {
+            assert!(keys.contains_key(*key), "{key} is not a key of Config");
+        }
+        assert_eq!(
+            needs_restart("server.some_new_key"),
+            Some("it is not known to take effect while serving")
+        );
     }
 
     #[test]
