@@ -32,7 +32,8 @@ mod error;
 mod id;
 mod request;
 mod secret;
-#[cfg(any(test, feature = "testing"))]
+// Documented always (`doc`), built for users only with the `testing` feature.
+#[cfg(any(test, doc, feature = "testing"))]
 pub mod testing;
 pub mod transport;
 mod user;

@@ -15,9 +15,29 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What `--help` adds after the options: what a first run needs to know.
+const AFTER_HELP: &str = r#"First run: with no --config and no upstream.base_url, paragon-edge listens on
+127.0.0.1:8080 and starts the simulated ParagoN in-process (it says so in its log):
+    cargo run --release        then        curl localhost:8080/v1/users/42
+
+Environment:
+  PARAGON_API_KEY              ParagoN's API key (or upstream.api_key); never printed
+  PARAGON_EDGE__SECTION__KEY   overrides one key, e.g. PARAGON_EDGE__UPSTREAM__BASE_URL;
+                               a list is comma-separated, e.g.
+                               PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS=http://localhost:3000
+  RUST_LOG                     log filter (default info), e.g. paragon_edge=debug
+
+Signals: SIGINT/SIGTERM stop gracefully (server.shutdown_grace); SIGHUP reloads the config.
+Check a file first with: paragon-edge check-config --config FILE"#;
+
 /// ParagoN Edge: a cached, rate-limited, circuit-broken ParagoN API for frontends.
 #[derive(Parser, Debug)]
-#[command(name = "paragon-edge", version, about)]
+#[command(
+    name = "paragon-edge",
+    version,
+    about,
+    after_help = AFTER_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -16,6 +16,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use types::comma_list;
+
 pub use paragon_client::Secret;
 pub use redis::{RedisConfig, RedisMode};
 pub use retry::RetrySection;
@@ -51,6 +53,7 @@ pub struct ServerConfig {
     /// Address to listen on.
     pub listen: String,
     /// Origins allowed by CORS; `["*"]` allows any; empty sends no CORS headers.
+    #[serde(deserialize_with = "comma_list")]
     pub cors_allowed_origins: Vec<String>,
     /// Most ids in one batch request.
     pub max_batch_ids: usize,
