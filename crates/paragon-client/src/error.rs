@@ -317,4 +317,92 @@ mod tests {
         assert!(!Error::NotFound.serve_stale());
         assert!(Error::Connect(String::new()).serve_stale());
     }
+
+    #[test]
+    fn retry_after_is_the_wait_each_refusal_names() {
+        let secs = Duration::from_secs;
+        let cases = [
+            (
+                Error::UpstreamRateLimited {
+                    retry_after: secs(7),
+                },
+                Some(secs(7)),
+            ),
+            (
+                Error::RateLimited(RateLimited {
+                    retry_after: secs(3),
+                    cause: RateLimitCause::Budget,
+                }),
+                Some(secs(3)),
+            ),
+            (
+                Error::CircuitOpen(CircuitOpen {
+                    retry_after: secs(11),
+                }),
+                Some(secs(11)),
+            ),
+            (Error::Overloaded, Some(secs(1))),
+            (Error::Local("EMFILE".into()), Some(secs(1))),
+            (Error::NotFound, None),
+            (Error::UpstreamStatus { status: 503 }, None),
+            (Error::Connect("refused".into()), None),
+        ];
+        for (e, wanted) in cases {
+            assert_eq!(e.retry_after(), wanted, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn each_error_has_its_own_stable_kind() {
+        let limited = |cause| {
+            Error::RateLimited(RateLimited {
+                retry_after: Duration::from_secs(1),
+                cause,
+            })
+        };
+        let cases = [
+            (Error::NotFound, "not_found"),
+            (
+                Error::UpstreamRateLimited {
+                    retry_after: Duration::from_secs(1),
+                },
+                "upstream_rate_limited",
+            ),
+            (Error::UpstreamStatus { status: 500 }, "upstream_status"),
+            (
+                Error::Timeout {
+                    timeout: Duration::from_secs(1),
+                },
+                "timeout",
+            ),
+            (
+                Error::DeadlineExceeded(DeadlineExceeded {
+                    deadline: Duration::from_secs(5),
+                    in_local_wait: false,
+                }),
+                "deadline",
+            ),
+            (Error::Connect(String::new()), "connect"),
+            (Error::Transport(String::new()), "transport"),
+            (Error::Malformed(UserDecodeError::NotObject), "malformed"),
+            (Error::BodyTooLarge { limit: 1 }, "body_too_large"),
+            (limited(RateLimitCause::UpstreamPause), "upstream_pause"),
+            (limited(RateLimitCause::UpstreamQuota), "upstream_quota"),
+            (limited(RateLimitCause::Budget), "rate_limited"),
+            (
+                Error::CircuitOpen(CircuitOpen {
+                    retry_after: Duration::from_secs(1),
+                }),
+                "circuit_open",
+            ),
+            (Error::Overloaded, "overloaded"),
+            (Error::Local(String::new()), "local"),
+            (Error::Internal(String::new()), "internal"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (e, kind) in cases {
+            assert_eq!(e.kind(), kind, "{e:?}");
+            assert!(seen.insert(kind), "{kind} twice");
+        }
+    }
 }
