@@ -262,6 +262,18 @@ mod tests {
         for e in never {
             assert_ne!(e.verdict(), Verdict::Failure, "{e:?}");
         }
+        // A proper answer says ParagoN is up; our own refusals say nothing of it.
+        for e in [Error::NotFound, Error::UpstreamStatus { status: 400 }] {
+            assert_eq!(e.verdict(), Verdict::Success, "{e:?}");
+        }
+        for e in [
+            Error::Overloaded,
+            Error::CircuitOpen(CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            }),
+        ] {
+            assert_eq!(e.verdict(), Verdict::Ignore, "{e:?}");
+        }
     }
 
     #[test]
@@ -302,7 +314,19 @@ mod tests {
             }),
         ];
         for e in never {
-            assert_ne!(e.retry_class(), RetryClass::Transient, "{e:?}");
+            let class = e.retry_class();
+            assert_ne!(class, RetryClass::Transient, "{e:?}");
+            // Our own refusals are told apart from ParagoN's final answers.
+            let ours = matches!(
+                e,
+                Error::RateLimited(_) | Error::CircuitOpen(_) | Error::Overloaded | Error::Local(_)
+            );
+            let wanted = if ours {
+                RetryClass::Refused
+            } else {
+                RetryClass::Final
+            };
+            assert_eq!(class, wanted, "{e:?}");
         }
     }
 
