@@ -653,4 +653,39 @@ mod tests {
         };
         assert!(!format!("{cfg:?}").contains("sk-live"));
     }
+
+    #[test]
+    fn the_longest_wait_is_a_day_and_a_year_of_seconds_is_still_a_delay() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(MAX_RETRY_AFTER, day);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "999999")]), now),
+            day
+        );
+        // Exactly a year of seconds is a (capped) delay, not a Unix time in 1971.
+        let year = "31536000";
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset", year)]), now),
+            day
+        );
+        let quota = advertised_quota(
+            &headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", year)]),
+            now,
+        );
+        assert_eq!(quota.map(|q| q.reset), Some(day));
+    }
+
+    #[test]
+    fn out_of_resources_is_exactly_the_four_local_errors() {
+        for code in [24, 23, 105, 12] {
+            let e = std::io::Error::from_raw_os_error(code);
+            assert!(is_out_of_resources(&e), "{e}");
+        }
+        for code in [111, 104, 110, 32] {
+            let e = std::io::Error::from_raw_os_error(code);
+            assert!(!is_out_of_resources(&e), "{e}");
+        }
+        assert!(!is_out_of_resources(&std::io::Error::other("no code")));
+    }
 }
