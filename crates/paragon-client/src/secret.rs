@@ -121,6 +121,21 @@ mod tests {
     }
 
     #[test]
+    fn every_non_string_form_is_refused_whatever_the_format() {
+        use serde::de::value::{
+            BytesDeserializer, CharDeserializer, Error as E, I128Deserializer, U128Deserializer,
+        };
+        let refused = |r: Result<Secret, E>| {
+            let e = r.expect_err("not a string").to_string();
+            assert!(e.contains("must be a string"), "{e}");
+        };
+        refused(Secret::deserialize(I128Deserializer::<E>::new(-7)));
+        refused(Secret::deserialize(U128Deserializer::<E>::new(7)));
+        refused(Secret::deserialize(CharDeserializer::<E>::new('k')));
+        refused(Secret::deserialize(BytesDeserializer::<E>::new(b"k")));
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "\"<redacted>\"");

@@ -236,9 +236,9 @@ fn map_error(e: reqwest::Error, timeout: Duration) -> Error {
     if e.is_timeout() {
         Error::Timeout { timeout }
     } else if e.is_connect() {
-        Error::Connect(describe(&e))
+        Error::Connect(describe(e))
     } else {
-        Error::Transport(describe(&e))
+        Error::Transport(describe(e))
     }
 }
 
@@ -265,26 +265,20 @@ fn local_resource_error(e: &reqwest::Error) -> Option<String> {
     None
 }
 
-/// The error and its causes, without the URL.
-fn describe(e: &reqwest::Error) -> String {
+/// The error's causes, joined; reqwest's own message (without the URL) when it has none.
+fn describe(e: reqwest::Error) -> String {
     use std::error::Error as _;
-    let mut text = String::new();
+    let mut causes = Vec::new();
     let mut source = e.source();
     while let Some(s) = source {
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&s.to_string());
+        causes.push(s.to_string());
         source = s.source();
     }
-    if text.is_empty() {
-        text = if e.is_body() || e.is_decode() {
-            "the body ended early".into()
-        } else {
-            "request failed".into()
-        };
+    if causes.is_empty() {
+        e.without_url().to_string()
+    } else {
+        causes.join(": ")
     }
-    text
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes. (What a cache keeps
