@@ -81,6 +81,11 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 "rejected": st.rejected,
                 "transitions": st.transitions,
                 "half_open_in_ms": st.open_for.map(millis),
+                "recent_transitions": state.metrics().recent_transitions().iter().map(|r| json!({
+                    "from": r.transition.from.as_str(),
+                    "to": r.transition.to.as_str(),
+                    "ago_ms": millis(r.ago),
+                })).collect::<Vec<_>>(),
             })
         }
         None => json!({ "enabled": false }),
@@ -131,6 +136,21 @@ pub async fn status(State(state): State<AppState>) -> Response {
             "embedded_simulator": state.0.embedded,
             "in_flight": state.metrics().upstream_in_flight(),
             "calls": state.metrics().upstream_calls(),
+            "latency_ms": state.metrics().upstream_latency().map(|q| json!({
+                "p50": q.p50.as_secs_f64() * 1000.0,
+                "p99": q.p99.as_secs_f64() * 1000.0,
+                "samples": q.samples,
+                "window_ms": millis(crate::metrics::LATENCY_WINDOW),
+            })),
+        },
+        "answers": {
+            "total": state.metrics().answers_total(),
+            "by_status": {
+                "429": state.metrics().answers(429),
+                "502": state.metrics().answers(502),
+                "503": state.metrics().answers(503),
+                "504": state.metrics().answers(504),
+            },
         },
         "cache": cache,
         "rate_limit": limiter,
