@@ -72,6 +72,8 @@ fn route_of(path: &str) -> Route {
         "/readyz" => Route::Readyz,
         "/metrics" => Route::Metrics,
         "/admin/status" | "/admin/cache/purge" | "/admin/rate-limit/resume" => Route::Admin,
+        "/admin/ui" => Route::Admin,
+        "/openapi.json" => Route::Docs,
         p if p
             .strip_prefix("/admin/circuit-breaker/")
             .is_some_and(|action| !action.is_empty() && !action.contains('/')) =>
@@ -216,6 +218,8 @@ where
         )
         .route("/admin/cache/purge", post(routes::admin::purge))
         .route("/admin/rate-limit/resume", post(routes::admin::resume))
+        .route("/admin/ui", get(routes::docs::admin_ui))
+        .route("/openapi.json", get(routes::docs::openapi))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
@@ -255,6 +259,8 @@ mod tests {
             ("/admin/circuit-breaker/open", Route::Admin),
             ("/admin/cache/purge", Route::Admin),
             ("/admin/rate-limit/resume", Route::Admin),
+            ("/admin/ui", Route::Admin),
+            ("/openapi.json", Route::Docs),
             ("/admin/nothing", Route::Other),
             ("/admin/circuit-breaker/a/b", Route::Other),
             ("/", Route::Other),
@@ -280,6 +286,8 @@ mod tests {
             "/v1/users/a/b",
             "/healthz",
             "/admin/status",
+            "/admin/ui",
+            "/openapi.json",
             "/admin/nothing",
             "/admin/circuit-breaker/a/b",
         ] {

@@ -41,7 +41,7 @@ pub enum StartError {
 /// Builds the stack of `settings` (starting the embedded simulator when no upstream is
 /// set).
 pub async fn build(settings: Settings, clock: Clock) -> Result<Edge, StartError> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(clock.clone()));
     let (base_url, simulator) = match settings.base_url.clone() {
         Some(url) => (url, None),
         None => {

@@ -1,5 +1,6 @@
 //! Request handlers.
 
 pub mod admin;
+pub mod docs;
 pub mod ops;
 pub mod users;

@@ -26,6 +26,30 @@ pub static X_UPSTREAM_ATTEMPTS: HeaderName = HeaderName::from_static("x-upstream
 ///
 /// The id is read from the router's decoded captures as they are (`RawPathParams`), not
 /// deserialized into a `String` first: `UserId::parse` makes the one copy it keeps.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(
+        ("id" = String, Path, description = "The user's id: 1–128 characters of `A–Z a–z 0–9 - _ . ~`, not `.` or `..`"),
+        ("if-none-match" = Option<String>, Header, description = "An ETag of a previous answer: 304 when it is still current"),
+        ("sec-purpose" = Option<String>, Header, description = "`prefetch` makes it a background call"),
+    ),
+    responses(
+        (status = 200, description = "The user exactly as ParagoN sent it", body = crate::routes::docs::UserDoc, content_type = "application/json", headers(
+            ("x-cache" = String, description = "HIT, MISS, STALE, UPDATING or REVALIDATED"),
+            ("etag" = String, description = "Our strong ETag of the body"),
+            ("cache-control" = String, description = "private, then server.browser_cache"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current ETag"),
+        (status = 400, description = "Invalid id: 1–128 characters of `A–Z a–z 0–9 - _ . ~`, not `.` or `..`; nothing sent upstream", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "ParagoN says no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The upstream budget is spent, ParagoN's 429 pause is in force, or this client is over its own limit", body = Problem, content_type = "application/problem+json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 502, description = "Upstream failure or malformed answer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Circuit open, or a local limit", body = Problem, content_type = "application/problem+json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 504, description = "Upstream timeout, or the request's deadline ran out", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get_user(
     State(state): State<AppState>,
     params: Result<RawPathParams, RawPathParamsRejection>,
@@ -221,6 +245,23 @@ pub fn parse_batch(query: Option<&str>, max: usize) -> Result<Vec<UserId>, Probl
 }
 
 /// Many users at once: `{"users": {id: user}, "errors": {id: problem}}`.
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    params(
+        ("ids" = String, Query, description = "Comma-separated ids, at most `server.max_batch_ids`; duplicates are fetched once"),
+    ),
+    responses(
+        (status = 200, description = "The users found and a problem for each id that failed", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+        (status = 400, description = "No `ids`, too many ids, or an invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No id succeeded and every id was not found (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+        (status = 429, description = "No id succeeded and every id was refused by a rate limit (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 502, description = "No id succeeded and every id met an upstream failure (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+        (status = 503, description = "No id succeeded and every id met an open circuit or a local limit (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 504, description = "No id succeeded and every id timed out (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+    )
+)]
 pub async fn get_batch(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
