@@ -30,6 +30,7 @@ mod client;
 mod codec;
 mod error;
 mod id;
+mod report;
 mod request;
 mod secret;
 #[cfg(any(test, feature = "testing"))]
@@ -43,6 +44,7 @@ pub use error::Error;
 pub use id::{is_id_byte, InvalidUserId, UserId, MAX_ID_LEN};
 pub use paragon_layers::cache::CacheStatus;
 pub use paragon_layers::Priority;
+pub use report::{CallReport, UpstreamCall};
 pub use request::{Endpoint, ParagonRequest, ParagonResponse, Resource};
 pub use secret::Secret;
 pub use transport::{HttpTransport, TransportConfig, TransportError};
