@@ -13,7 +13,7 @@ use paragon_client::{
 };
 use paragon_layers::cache::{Cache, CacheHandle, CacheLayer};
 use paragon_layers::circuit_breaker::{
-    BreakerHandle, BreakerState, CircuitBreaker, CircuitBreakerLayer,
+    BreakerHandle, BreakerState, CircuitBreaker, CircuitBreakerLayer, Transition,
 };
 use paragon_layers::fleet::{RedisLink, RedisRateStore, RedisTier};
 use paragon_layers::rate_limit::gcra::Gcra;
@@ -113,6 +113,24 @@ impl RateStore for EdgeStore {
     }
 }
 
+/// One line per change of the breaker's state: a warning when it opens (calls are
+/// refused from now on), information when it half-opens or closes again.
+fn log_transition(t: Transition) {
+    let (from, to) = (t.from.as_str(), t.to.as_str());
+    match t.to {
+        BreakerState::Open | BreakerState::ForcedOpen => {
+            tracing::warn!(
+                from,
+                to,
+                "circuit breaker opened: ParagoN calls are refused"
+            )
+        }
+        BreakerState::HalfOpen | BreakerState::Closed => {
+            tracing::info!(from, to, "circuit breaker changed state")
+        }
+    }
+}
+
 /// How long a fleet-wide cache fill claim is held: the longest a fill can take (one
 /// attempt, or the deadline of all of them) and a margin.
 fn fill_hold(config: &Config) -> Duration {
@@ -202,11 +220,7 @@ pub fn build(
             clock.clone(),
             move |t| {
                 m.transition(t);
-                tracing::warn!(
-                    from = t.from.as_str(),
-                    to = t.to.as_str(),
-                    "circuit breaker changed state"
-                );
+                log_transition(t);
             },
         ))
     } else {

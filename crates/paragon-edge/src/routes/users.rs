@@ -195,7 +195,11 @@ pub async fn empty_id() -> Response {
 /// `RateLimit` headers.
 fn problem_for(state: &AppState, e: &Error) -> Problem {
     let p = Problem::from_error(e).with_policy(state.upstream_policy());
-    if p.status >= 500 {
+    // A request the open breaker refuses is not news: the breaker's opening was logged
+    // once, as a warning.
+    if matches!(e, Error::CircuitOpen(_)) {
+        tracing::debug!(error = %e, kind = e.kind(), status = p.status, "ParagoN call refused");
+    } else if p.status >= 500 {
         tracing::warn!(error = %e, kind = e.kind(), status = p.status, "ParagoN call failed");
     }
     p
