@@ -133,14 +133,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let route = route_of(request.uri().path());
         let in_flight = matches!(route, Route::User | Route::Batch).then(|| self.state.track());
-        let request_id = request.headers().get(&X_REQUEST_ID);
+        let request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|v| !holds_a_secret(&self.state, v));
         // At error level so that it exists whenever any line about the request is
         // written: a span's level only decides whether it is made, and its fields are
         // printed on every line inside it.
-        let span = match request_id.and_then(|v| v.to_str().ok()) {
-            Some(id) => tracing::error_span!("request", request_id = id),
-            None => tracing::Span::none(),
-        };
+        let span = tracing::error_span!("request", request_id = text(request_id));
         let access = self.state.0.config.server.access_log.then(|| {
             Box::new(Access {
                 method: request.method().clone(),
@@ -202,7 +202,20 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Counted<F> {
     }
 }
 
-/// A header's text for a log line, `-` when absent.
+/// Whether a caller's request id contains the API key or the admin token. The caller
+/// gets its own id back, but it is not logged: secrets never reach a log line.
+fn holds_a_secret(state: &AppState, id: &HeaderValue) -> bool {
+    let config = &state.0.config;
+    let id = id.as_bytes();
+    [
+        config.upstream.api_key.expose(),
+        config.server.admin_token.expose(),
+    ]
+    .into_iter()
+    .any(|secret| !secret.is_empty() && id.windows(secret.len()).any(|w| w == secret.as_bytes()))
+}
+
+/// A header's text for a log line, `-` when absent (or not logged).
 fn text(v: Option<&HeaderValue>) -> &str {
     v.and_then(|v| v.to_str().ok()).unwrap_or("-")
 }
