@@ -117,6 +117,17 @@ impl Error {
         }
     }
 
+    /// ParagoN's HTTP status when this error is its answer (`404`, `429`, another
+    /// status); `None` when ParagoN sent no usable status line or was never reached.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Error::NotFound => Some(404),
+            Error::UpstreamRateLimited { .. } => Some(429),
+            Error::UpstreamStatus { status } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// A short, stable name of the kind, for metrics labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {

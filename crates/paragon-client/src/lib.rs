@@ -30,6 +30,7 @@ mod client;
 mod codec;
 mod error;
 mod id;
+mod report;
 mod request;
 mod secret;
 // Documented always (`doc`), built for users only with the `testing` feature.
@@ -44,6 +45,7 @@ pub use error::Error;
 pub use id::{is_id_byte, InvalidUserId, UserId, MAX_ID_LEN};
 pub use paragon_layers::cache::CacheStatus;
 pub use paragon_layers::Priority;
+pub use report::{CallReport, UpstreamCall};
 pub use request::{Endpoint, ParagonRequest, ParagonResponse, Resource};
 pub use secret::Secret;
 pub use transport::{HttpTransport, TransportConfig, TransportError};

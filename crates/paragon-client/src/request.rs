@@ -1,5 +1,5 @@
-//! What the stack carries: [`ParagonRequest`] (an [`Endpoint`] and the call's wait
-//! ledger) and [`ParagonResponse`].
+//! What the stack carries: [`ParagonRequest`] (an [`Endpoint`], the call's wait ledger
+//! and its reports) and [`ParagonResponse`].
 //!
 //! A request is cached by its endpoint alone, and carries its `WaitLedger` so the limiter
 //! can tell the breaker how long it held the call on purpose (visible in the types, so it
@@ -15,7 +15,7 @@ use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport};
 use paragon_layers::retry::{AttemptsSink, Idempotent};
 use paragon_layers::{CallPriority, CarriesDeadline, CarriesWaits, Deadline, Priority, WaitLedger};
 
-use crate::{Error, Fetched, User, UserId, Validators};
+use crate::{CallReport, Error, Fetched, User, UserId, Validators};
 
 /// A request to ParagoN: what is asked, the ledger of the time the protective layers
 /// waited on purpose during its call, and the deadline of the call.
@@ -41,6 +41,9 @@ pub struct ParagonRequest {
     /// When set, the request is conditional: ParagoN answers `304` if the version these
     /// validators name is still current.
     pub conditional: Option<Box<Validators>>,
+    /// Where the bottom of the stack records the upstream calls made for this request,
+    /// for its sender; see [`CallReport`].
+    pub report: CallReport,
 }
 
 /// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
@@ -61,12 +64,19 @@ impl ParagonRequest {
             priority: Priority::Interactive,
             quota: QuotaReport::default(),
             conditional: None,
+            report: CallReport::default(),
         }
     }
 
     /// This request, with `priority`.
     pub fn with_priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// This request, recording its upstream calls in `report`.
+    pub fn with_report(mut self, report: CallReport) -> Self {
+        self.report = report;
         self
     }
 

@@ -23,7 +23,8 @@
 //! - [`problem`] — errors as `application/problem+json`;
 //! - [`metrics`] — counters and the Prometheus text;
 //! - [`conn`] — frontend connections: the accept loop, its cap and the timeouts;
-//! - [`server`] — build, run with graceful shutdown, signals.
+//! - [`server`] — build, run with graceful shutdown, signals;
+//! - [`server_timing`] — the `Server-Timing` of `/v1` answers.
 
 pub mod app;
 pub mod client_limit;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod problem;
 pub mod routes;
 pub mod server;
+pub mod server_timing;
 pub mod stack;
 pub mod state;
 pub mod upstream;

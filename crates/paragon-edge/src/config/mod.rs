@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Dur,
     /// Bearer token of the admin actions; empty turns them off.
     pub admin_token: Secret,
+    /// One log line per request at info (target `paragon_edge::access`): method, route,
+    /// path, status, duration, `x-cache` and request id.
+    pub access_log: bool,
     /// A request head begun and not finished by then closes the connection.
     pub header_read_timeout: Dur,
     /// A connection with nothing to do this long (no request, no bytes read or written
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             max_batch_bytes: 8_388_608,
             shutdown_grace: Dur::secs(10),
             admin_token: Secret::default(),
+            access_log: true,
             header_read_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(60),
             max_request_head_bytes: 65_536,

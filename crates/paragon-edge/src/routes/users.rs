@@ -8,11 +8,14 @@ use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{Endpoint, Error, Fetched, InvalidUserId, Priority, User, UserId};
+use paragon_client::{
+    CacheStatus, CallReport, Endpoint, Error, Fetched, InvalidUserId, Priority, User, UserId,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::problem::{insert_policy, Problem, RatePolicy};
+use crate::server_timing::{self, Layers, SERVER_TIMING};
 use crate::state::AppState;
 
 /// `x-cache: HIT | MISS | STALE` (a static name: no parsing per answer).
@@ -72,8 +75,13 @@ pub async fn get_user(
         }
     }
     let priority = priority_of(request.headers());
-    let result = state.stack().client.fetch_user_with(&id, priority).await;
-    user_response(&state, result, request.headers())
+    let report = CallReport::recording();
+    let result = state
+        .stack()
+        .client
+        .fetch_user_reporting(&id, priority, &report)
+        .await;
+    user_response(&state, result, request.headers(), &report)
 }
 
 /// A frontend's prefetch (`Sec-Purpose: prefetch`, or the older `Purpose: prefetch`) is a
@@ -100,13 +108,16 @@ static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
 /// `Purpose`, the older name of `Sec-Purpose`.
 static PURPOSE: HeaderName = HeaderName::from_static("purpose");
 
-/// The user with `x-cache`, our `ETag` of its body and `Cache-Control`; `304` without a
-/// body when the request's `If-None-Match` names that `ETag`.
+/// The user with `x-cache`, our `ETag` of its body, `Cache-Control` and
+/// `Server-Timing`; `304` without a body when the request's `If-None-Match` names that
+/// `ETag`.
 fn user_response(
     state: &AppState,
     result: Result<Fetched<User>, Error>,
     request: &HeaderMap,
+    report: &CallReport,
 ) -> Response {
+    let layers = Layers::of(state);
     match result {
         Ok(fetched) => {
             let body = fetched.value.raw_json();
@@ -143,9 +154,26 @@ fn user_response(
                 h.insert(header::ETAG, tag);
             }
             h.insert(header::CACHE_CONTROL, state.0.cache_control.clone());
+            // An answer from the cache's entry made no call: its report is not read.
+            let call = match fetched.cache {
+                CacheStatus::Hit | CacheStatus::Updating => None,
+                _ => report.get(),
+            };
+            let attempts = (fetched.cache == CacheStatus::Miss).then_some(fetched.attempts);
+            h.insert(
+                SERVER_TIMING.clone(),
+                server_timing::for_user(layers, Some(fetched.cache), attempts, call, None),
+            );
             response
         }
-        Err(e) => problem_for(state, &e).into_response(),
+        Err(e) => {
+            let mut response = problem_for(state, &e).into_response();
+            response.headers_mut().insert(
+                SERVER_TIMING.clone(),
+                server_timing::for_user(layers, None, None, report.get(), Some(&e)),
+            );
+            response
+        }
     }
 }
 
@@ -191,7 +219,11 @@ pub async fn empty_id() -> Response {
 /// `RateLimit` headers.
 fn problem_for(state: &AppState, e: &Error) -> Problem {
     let p = Problem::from_error(e).with_policy(state.upstream_policy());
-    if p.status >= 500 {
+    // A request the open breaker refuses is not news: the breaker's opening was logged
+    // once, as a warning.
+    if matches!(e, Error::CircuitOpen(_)) {
+        tracing::debug!(error = %e, kind = e.kind(), status = p.status, "ParagoN call refused");
+    } else if p.status >= 500 {
         tracing::warn!(error = %e, kind = e.kind(), status = p.status, "ParagoN call failed");
     }
     p
@@ -296,10 +328,9 @@ pub async fn get_batch(
         .map(|id| {
             let client = state.stack().client.clone();
             async move {
-                client
-                    .fetch_user_with(&id, priority)
-                    .await
-                    .map(|fetched| fetched.value)
+                let report = CallReport::recording();
+                let result = client.fetch_user_reporting(&id, priority, &report).await;
+                (result, report)
             }
         })
         .buffered(concurrency);
@@ -309,10 +340,21 @@ pub async fn get_batch(
     let mut full = false;
     let mut outcome = BatchOutcome::default();
     let mut next_id = ids.iter();
-    while let Some(result) = results.next().await {
+    let mut timing = server_timing::Batch::default();
+    while let Some((result, report)) = results.next().await {
         let Some(id) = next_id.next() else { break };
         let id = id.as_str();
-        let p = match result {
+        match &result {
+            Ok(fetched) => {
+                let call = match fetched.cache {
+                    CacheStatus::Hit | CacheStatus::Updating => None,
+                    _ => report.get(),
+                };
+                timing.add(Some(fetched.cache), call, None);
+            }
+            Err(e) => timing.add(None, report.get(), Some(e)),
+        }
+        let p = match result.map(|fetched| fetched.value) {
             Ok(user) if !full && held + id.len() + user.raw_json().len() + 4 <= max_bytes => {
                 // ParagoN's bytes as they are: checked JSON since they arrived.
                 match serde_json::from_slice::<&RawValue>(&user.raw_json()) {
@@ -346,6 +388,7 @@ pub async fn get_batch(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(SERVER_TIMING.clone(), timing.value(Layers::of(&state)));
     if let Some(secs) = retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         if status == StatusCode::TOO_MANY_REQUESTS {
