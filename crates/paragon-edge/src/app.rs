@@ -96,6 +96,7 @@ fn pattern(route: Route) -> &'static str {
         Route::Readyz => "/readyz",
         Route::Metrics => "/metrics",
         Route::Admin => "/admin",
+        Route::Docs => "/openapi.json",
         Route::Other => "none",
     }
 }
