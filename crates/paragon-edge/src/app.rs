@@ -281,12 +281,23 @@ async fn fallback(request: Request) -> Response {
     Problem::no_route(request.uri().path()).into_response()
 }
 
-async fn method_not_allowed() -> Response {
+async fn method_not_allowed(method: Method, headers: http::HeaderMap) -> Response {
+    // A browser's CORS preflight reaches the routes only when CORS is off (otherwise the
+    // CORS layer answers it): say how to turn it on instead of a bare refusal.
+    let preflight =
+        method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let detail = if preflight {
+        "this is a browser's CORS preflight, and CORS is off on this edge: allow the page's \
+         origin with server.cors_allowed_origins (or the environment, e.g. \
+         PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS=http://localhost:3000)"
+    } else {
+        "this endpoint does not take that method"
+    };
     Problem::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
         "Method not allowed",
-        "this endpoint does not take that method",
+        detail,
     )
     .into_response()
 }

@@ -142,6 +142,33 @@ async fn browsers_may_read_the_headers_and_preflights_offer_only_get() {
     );
 }
 
+#[tokio::test]
+async fn with_cors_off_a_preflight_is_told_how_to_turn_it_on() {
+    let edge = start_edge("").await;
+    let preflight = edge
+        .request(
+            Method::OPTIONS,
+            "/v1/users/u1",
+            &[
+                ("origin", "http://localhost:3000"),
+                ("access-control-request-method", "GET"),
+            ],
+        )
+        .await;
+    assert_eq!(preflight.status, 405);
+    assert!(preflight.header("access-control-allow-origin").is_none());
+    let detail = preflight.json()["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(detail.contains("server.cors_allowed_origins"), "{detail}");
+
+    // Another method that does not exist is refused without the hint.
+    let put = edge.request(Method::PUT, "/v1/users/u1", &[]).await;
+    assert_eq!(put.status, 405);
+    assert!(!put.text().contains("cors"), "{}", put.text());
+}
+
 /// The lines of `log` that contain `needle`.
 fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(needle)).collect()
