@@ -11,7 +11,7 @@ use tower::{Service, ServiceExt};
 use paragon_layers::cache::CacheStatus;
 use paragon_layers::Priority;
 
-use crate::{Error, ParagonRequest, ParagonResponse, User, UserId};
+use crate::{CallReport, Error, ParagonRequest, ParagonResponse, User, UserId};
 
 /// The typed façade business code calls. It works over any service that speaks
 /// [`ParagonRequest`] — the bare [`HttpTransport`](crate::HttpTransport), a stack of
@@ -67,6 +67,20 @@ where
         self.call(ParagonRequest::get_user(id.clone()).with_priority(priority))
             .await
             .and_then(ParagonResponse::into_user)
+    }
+
+    /// `GET /users/{id}` as a call of `priority`, recording the upstream calls it makes
+    /// in `report` (read it once this returns: what the cache answered made none).
+    pub async fn fetch_user_reporting(
+        &self,
+        id: &UserId,
+        priority: Priority,
+        report: &CallReport,
+    ) -> Result<Fetched<User>, Error> {
+        let req = ParagonRequest::get_user(id.clone())
+            .with_priority(priority)
+            .with_report(report.clone());
+        self.call(req).await.and_then(ParagonResponse::into_user)
     }
 
     /// The service underneath.

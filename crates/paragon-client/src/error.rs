@@ -117,6 +117,17 @@ impl Error {
         }
     }
 
+    /// ParagoN's HTTP status when this error is its answer (`404`, `429`, another
+    /// status); `None` when ParagoN sent no usable status line or was never reached.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self {
+            Error::NotFound => Some(404),
+            Error::UpstreamRateLimited { .. } => Some(429),
+            Error::UpstreamStatus { status } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// A short, stable name of the kind, for metrics labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -262,6 +273,18 @@ mod tests {
         for e in never {
             assert_ne!(e.verdict(), Verdict::Failure, "{e:?}");
         }
+        // A proper answer says ParagoN is up; our own refusals say nothing of it.
+        for e in [Error::NotFound, Error::UpstreamStatus { status: 400 }] {
+            assert_eq!(e.verdict(), Verdict::Success, "{e:?}");
+        }
+        for e in [
+            Error::Overloaded,
+            Error::CircuitOpen(CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            }),
+        ] {
+            assert_eq!(e.verdict(), Verdict::Ignore, "{e:?}");
+        }
     }
 
     #[test]
@@ -302,7 +325,19 @@ mod tests {
             }),
         ];
         for e in never {
-            assert_ne!(e.retry_class(), RetryClass::Transient, "{e:?}");
+            let class = e.retry_class();
+            assert_ne!(class, RetryClass::Transient, "{e:?}");
+            // Our own refusals are told apart from ParagoN's final answers.
+            let ours = matches!(
+                e,
+                Error::RateLimited(_) | Error::CircuitOpen(_) | Error::Overloaded | Error::Local(_)
+            );
+            let wanted = if ours {
+                RetryClass::Refused
+            } else {
+                RetryClass::Final
+            };
+            assert_eq!(class, wanted, "{e:?}");
         }
     }
 
@@ -316,5 +351,93 @@ mod tests {
         assert!(Error::NotFound.is_negative());
         assert!(!Error::NotFound.serve_stale());
         assert!(Error::Connect(String::new()).serve_stale());
+    }
+
+    #[test]
+    fn retry_after_is_the_wait_each_refusal_names() {
+        let secs = Duration::from_secs;
+        let cases = [
+            (
+                Error::UpstreamRateLimited {
+                    retry_after: secs(7),
+                },
+                Some(secs(7)),
+            ),
+            (
+                Error::RateLimited(RateLimited {
+                    retry_after: secs(3),
+                    cause: RateLimitCause::Budget,
+                }),
+                Some(secs(3)),
+            ),
+            (
+                Error::CircuitOpen(CircuitOpen {
+                    retry_after: secs(11),
+                }),
+                Some(secs(11)),
+            ),
+            (Error::Overloaded, Some(secs(1))),
+            (Error::Local("EMFILE".into()), Some(secs(1))),
+            (Error::NotFound, None),
+            (Error::UpstreamStatus { status: 503 }, None),
+            (Error::Connect("refused".into()), None),
+        ];
+        for (e, wanted) in cases {
+            assert_eq!(e.retry_after(), wanted, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn each_error_has_its_own_stable_kind() {
+        let limited = |cause| {
+            Error::RateLimited(RateLimited {
+                retry_after: Duration::from_secs(1),
+                cause,
+            })
+        };
+        let cases = [
+            (Error::NotFound, "not_found"),
+            (
+                Error::UpstreamRateLimited {
+                    retry_after: Duration::from_secs(1),
+                },
+                "upstream_rate_limited",
+            ),
+            (Error::UpstreamStatus { status: 500 }, "upstream_status"),
+            (
+                Error::Timeout {
+                    timeout: Duration::from_secs(1),
+                },
+                "timeout",
+            ),
+            (
+                Error::DeadlineExceeded(DeadlineExceeded {
+                    deadline: Duration::from_secs(5),
+                    in_local_wait: false,
+                }),
+                "deadline",
+            ),
+            (Error::Connect(String::new()), "connect"),
+            (Error::Transport(String::new()), "transport"),
+            (Error::Malformed(UserDecodeError::NotObject), "malformed"),
+            (Error::BodyTooLarge { limit: 1 }, "body_too_large"),
+            (limited(RateLimitCause::UpstreamPause), "upstream_pause"),
+            (limited(RateLimitCause::UpstreamQuota), "upstream_quota"),
+            (limited(RateLimitCause::Budget), "rate_limited"),
+            (
+                Error::CircuitOpen(CircuitOpen {
+                    retry_after: Duration::from_secs(1),
+                }),
+                "circuit_open",
+            ),
+            (Error::Overloaded, "overloaded"),
+            (Error::Local(String::new()), "local"),
+            (Error::Internal(String::new()), "internal"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (e, kind) in cases {
+            assert_eq!(e.kind(), kind, "{e:?}");
+            assert!(seen.insert(kind), "{kind} twice");
+        }
     }
 }

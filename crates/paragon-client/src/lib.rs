@@ -30,9 +30,11 @@ mod client;
 mod codec;
 mod error;
 mod id;
+mod report;
 mod request;
 mod secret;
-#[cfg(any(test, feature = "testing"))]
+// Documented always (`doc`), built for users only with the `testing` feature.
+#[cfg(any(test, doc, feature = "testing"))]
 pub mod testing;
 pub mod transport;
 mod user;
@@ -43,6 +45,7 @@ pub use error::Error;
 pub use id::{is_id_byte, InvalidUserId, UserId, MAX_ID_LEN};
 pub use paragon_layers::cache::CacheStatus;
 pub use paragon_layers::Priority;
+pub use report::{CallReport, UpstreamCall};
 pub use request::{Endpoint, ParagonRequest, ParagonResponse, Resource};
 pub use secret::Secret;
 pub use transport::{HttpTransport, TransportConfig, TransportError};

@@ -1,5 +1,5 @@
-//! What the stack carries: [`ParagonRequest`] (an [`Endpoint`] and the call's wait
-//! ledger) and [`ParagonResponse`].
+//! What the stack carries: [`ParagonRequest`] (an [`Endpoint`], the call's wait ledger
+//! and its reports) and [`ParagonResponse`].
 //!
 //! A request is cached by its endpoint alone, and carries its `WaitLedger` so the limiter
 //! can tell the breaker how long it held the call on purpose (visible in the types, so it
@@ -15,7 +15,7 @@ use paragon_layers::rate_limit::{CarriesQuotaReport, QuotaReport};
 use paragon_layers::retry::{AttemptsSink, Idempotent};
 use paragon_layers::{CallPriority, CarriesDeadline, CarriesWaits, Deadline, Priority, WaitLedger};
 
-use crate::{Error, Fetched, User, UserId, Validators};
+use crate::{CallReport, Error, Fetched, User, UserId, Validators};
 
 /// A request to ParagoN: what is asked, the ledger of the time the protective layers
 /// waited on purpose during its call, and the deadline of the call.
@@ -41,6 +41,9 @@ pub struct ParagonRequest {
     /// When set, the request is conditional: ParagoN answers `304` if the version these
     /// validators name is still current.
     pub conditional: Option<Box<Validators>>,
+    /// Where the bottom of the stack records the upstream calls made for this request,
+    /// for its sender; see [`CallReport`].
+    pub report: CallReport,
 }
 
 /// What ParagoN is asked. New endpoints are new variants; no layer needs to change.
@@ -61,12 +64,19 @@ impl ParagonRequest {
             priority: Priority::Interactive,
             quota: QuotaReport::default(),
             conditional: None,
+            report: CallReport::default(),
         }
     }
 
     /// This request, with `priority`.
     pub fn with_priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// This request, recording its upstream calls in `report`.
+    pub fn with_report(mut self, report: CallReport) -> Self {
+        self.report = report;
         self
     }
 
@@ -234,5 +244,96 @@ impl AttemptsSink for ParagonResponse {
     #[inline]
     fn set_attempts(&mut self, attempts: u32) {
         self.attempts = attempts;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use paragon_layers::rate_limit::UpstreamQuota;
+    use paragon_layers::Timestamp;
+
+    use super::*;
+
+    fn id(s: &str) -> UserId {
+        UserId::parse(s).expect("a valid id")
+    }
+
+    fn user(name: &str, validators: Option<Validators>) -> User {
+        let raw = Bytes::from(format!(r#"{{"id":"{name}","name":"N"}}"#));
+        User::decode(&id(name), raw)
+            .expect("a user")
+            .with_validators(validators)
+    }
+
+    #[test]
+    fn a_user_request_goes_to_its_own_path() {
+        assert_eq!(ParagonRequest::get_user(id("u-1.x")).path(), "/users/u-1.x");
+    }
+
+    #[test]
+    fn the_request_carries_its_priority_deadline_ledger_and_quota_report() {
+        let mut r = ParagonRequest::get_user(id("u1"));
+        assert_eq!(r.priority(), Priority::Interactive);
+        r.set_priority(Priority::Background);
+        assert_eq!(r.priority, Priority::Background);
+        assert_eq!(r.priority(), Priority::Background);
+
+        r.waits = WaitLedger::recording();
+        r.wait_ledger().add(Duration::from_millis(7));
+        assert_eq!(r.waits.total(), Duration::from_millis(7));
+
+        *r.deadline() = Deadline::at(Timestamp(1_000));
+        assert_eq!(r.deadline.get(), Some(Timestamp(1_000)));
+
+        r.quota = QuotaReport::recording();
+        let q = UpstreamQuota {
+            remaining: 3,
+            reset: Duration::from_secs(9),
+        };
+        r.quota_report().record(q);
+        assert_eq!(r.quota.take(), Some(q));
+    }
+
+    #[test]
+    fn a_refill_is_conditional_only_on_a_user_with_validators() {
+        let validators =
+            Validators::from_headers(Some(b"\"v1\""), None).expect("an ETag is a validator");
+        let mut r = ParagonRequest::get_user(id("u1"));
+        let cached = ParagonResponse::new(Resource::User(user("u1", Some(validators.clone()))));
+        assert!(r.revalidate_against(&cached));
+        assert_eq!(r.conditional.as_deref(), Some(&validators));
+
+        let mut r = ParagonRequest::get_user(id("u1"));
+        let plain = ParagonResponse::new(Resource::User(user("u1", None)));
+        assert!(!r.revalidate_against(&plain));
+        assert_eq!(r.conditional, None);
+        assert!(!r.revalidate_against(&ParagonResponse::new(Resource::NotModified)));
+    }
+
+    #[test]
+    fn an_answer_knows_if_it_is_a_304_and_weighs_its_body() {
+        let u = user("u1", None);
+        let len = u.body_len();
+        assert!(len > 1);
+        let mut answer = ParagonResponse::new(Resource::User(u));
+        assert!(!answer.is_not_modified());
+        assert_eq!(answer.cache_weight(), len);
+        let not_modified = ParagonResponse::new(Resource::NotModified);
+        assert!(not_modified.is_not_modified());
+        assert_eq!(not_modified.cache_weight(), 0);
+
+        assert_eq!(answer.attempts, 1);
+        answer.set_attempts(3);
+        assert_eq!(answer.attempts, 3);
+        answer.set_cache_status(CacheStatus::Hit);
+        assert_eq!(answer.cache, CacheStatus::Hit);
+    }
+
+    #[test]
+    fn a_user_request_may_be_sent_twice() {
+        assert!(ParagonRequest::get_user(id("u1")).is_idempotent());
     }
 }

@@ -111,12 +111,39 @@ mod tests {
         }
         let w: W = serde_json::from_str(r#"{"k": "987654321987"}"#).unwrap();
         assert_eq!(w.k.expose(), "987654321987");
+        // An owned string (a `Value`, a reader) is kept as well.
+        let w: W = serde_json::from_value(serde_json::json!({"k": "sk-1"})).unwrap();
+        assert_eq!(w.k.expose(), "sk-1");
+        let e = serde_json::from_str::<W>(r#"{"k": {}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected a string"), "{e}");
+    }
+
+    #[test]
+    fn every_non_string_form_is_refused_whatever_the_format() {
+        use serde::de::value::{
+            BytesDeserializer, CharDeserializer, Error as E, I128Deserializer, U128Deserializer,
+        };
+        let refused = |r: Result<Secret, E>| {
+            let e = r.expect_err("not a string").to_string();
+            assert!(e.contains("must be a string"), "{e}");
+        };
+        refused(Secret::deserialize(I128Deserializer::<E>::new(-7)));
+        refused(Secret::deserialize(U128Deserializer::<E>::new(7)));
+        refused(Secret::deserialize(CharDeserializer::<E>::new('k')));
+        refused(Secret::deserialize(BytesDeserializer::<E>::new(b"k")));
     }
 
     #[test]
     fn secrets_never_print() {
         let s = Secret::new("hunter2");
-        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(format!("{s:?}"), "\"<redacted>\"");
+        assert_eq!(
+            format!("{:?}", Secret::default()),
+            "\"\"",
+            "unset shows as unset"
+        );
         #[derive(Serialize)]
         struct W {
             k: Secret,

@@ -135,3 +135,51 @@ impl Service<ParagonRequest> for FakeParagon {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn fetch(fake: &FakeParagon, id: &str) -> Result<ParagonResponse, Error> {
+        let req = ParagonRequest::get_user(UserId::parse(id).expect("a valid id"));
+        fake.clone().oneshot(req).await
+    }
+
+    fn name(answer: Result<ParagonResponse, Error>) -> Option<String> {
+        answer.ok()?.into_user().ok()?.value.name()
+    }
+
+    #[tokio::test]
+    async fn answers_come_in_script_order_the_last_repeats_and_calls_are_counted() {
+        let fake = FakeParagon::new();
+        fake.user("u1", serde_json::json!({"id": "u1", "name": "one"}))
+            .fail("u1", Error::UpstreamStatus { status: 503 })
+            .user("u1", serde_json::json!({"id": "u1", "name": "three"}));
+        assert_eq!(name(fetch(&fake, "u1").await).as_deref(), Some("one"));
+        assert_eq!(
+            fetch(&fake, "u1").await.unwrap_err(),
+            Error::UpstreamStatus { status: 503 }
+        );
+        for _ in 0..2 {
+            assert_eq!(name(fetch(&fake, "u1").await).as_deref(), Some("three"));
+        }
+        assert_eq!(fetch(&fake, "nobody").await.unwrap_err(), Error::NotFound);
+        assert_eq!(fake.calls_for("u1"), 4);
+        assert_eq!(fake.calls_for("nobody"), 1);
+        assert_eq!(fake.calls_for("never"), 0);
+        assert_eq!(fake.calls(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[allow(clippy::disallowed_methods)] // the fake sleeps on tokio's clock: measure that one
+    async fn every_answer_waits_the_delay_on_tokio_time() {
+        let fake = FakeParagon::new();
+        fake.delay(Duration::from_secs(3))
+            .user("u1", serde_json::json!({"id": "u1"}));
+        let start = tokio::time::Instant::now();
+        assert!(fetch(&fake, "u1").await.is_ok());
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+}

@@ -236,9 +236,9 @@ fn map_error(e: reqwest::Error, timeout: Duration) -> Error {
     if e.is_timeout() {
         Error::Timeout { timeout }
     } else if e.is_connect() {
-        Error::Connect(describe(&e))
+        Error::Connect(describe(e))
     } else {
-        Error::Transport(describe(&e))
+        Error::Transport(describe(e))
     }
 }
 
@@ -265,26 +265,20 @@ fn local_resource_error(e: &reqwest::Error) -> Option<String> {
     None
 }
 
-/// The error and its causes, without the URL.
-fn describe(e: &reqwest::Error) -> String {
+/// The error's causes, joined; reqwest's own message (without the URL) when it has none.
+fn describe(e: reqwest::Error) -> String {
     use std::error::Error as _;
-    let mut text = String::new();
+    let mut causes = Vec::new();
     let mut source = e.source();
     while let Some(s) = source {
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&s.to_string());
+        causes.push(s.to_string());
         source = s.source();
     }
-    if text.is_empty() {
-        text = if e.is_body() || e.is_decode() {
-            "the body ended early".into()
-        } else {
-            "request failed".into()
-        };
+    if causes.is_empty() {
+        e.without_url().to_string()
+    } else {
+        causes.join(": ")
     }
-    text
 }
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes. (What a cache keeps
@@ -652,5 +646,40 @@ mod tests {
             ..TransportConfig::new(Url::parse("http://h/").unwrap())
         };
         assert!(!format!("{cfg:?}").contains("sk-live"));
+    }
+
+    #[test]
+    fn the_longest_wait_is_a_day_and_a_year_of_seconds_is_still_a_delay() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(MAX_RETRY_AFTER, day);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "999999")]), now),
+            day
+        );
+        // Exactly a year of seconds is a (capped) delay, not a Unix time in 1971.
+        let year = "31536000";
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-reset", year)]), now),
+            day
+        );
+        let quota = advertised_quota(
+            &headers(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", year)]),
+            now,
+        );
+        assert_eq!(quota.map(|q| q.reset), Some(day));
+    }
+
+    #[test]
+    fn out_of_resources_is_exactly_the_four_local_errors() {
+        for code in [24, 23, 105, 12] {
+            let e = std::io::Error::from_raw_os_error(code);
+            assert!(is_out_of_resources(&e), "{e}");
+        }
+        for code in [111, 104, 110, 32] {
+            let e = std::io::Error::from_raw_os_error(code);
+            assert!(!is_out_of_resources(&e), "{e}");
+        }
+        assert!(!is_out_of_resources(&std::io::Error::other("no code")));
     }
 }

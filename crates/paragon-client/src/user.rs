@@ -212,6 +212,33 @@ mod tests {
     }
 
     #[test]
+    fn users_are_equal_by_their_bytes_and_print_without_their_fields() {
+        let a = User::decode(
+            &id("u1"),
+            Bytes::from_static(br#"{"id":"u1","email":"a@x"}"#),
+        )
+        .unwrap();
+        let same = User::decode(
+            &id("u1"),
+            Bytes::from_static(br#"{"id":"u1","email":"a@x"}"#),
+        )
+        .unwrap();
+        let other = User::decode(
+            &id("u1"),
+            Bytes::from_static(br#"{"id":"u1","email":"b@x"}"#),
+        )
+        .unwrap();
+        assert_eq!(a, same);
+        assert_ne!(a, other);
+        let printed = format!("{a:?}");
+        assert_eq!(printed, r#"User { id: UserId("u1"), bytes: 25 }"#);
+        assert!(
+            !printed.contains("a@x"),
+            "a user's fields never print: {printed}"
+        );
+    }
+
+    #[test]
     fn keeps_unknown_fields_and_raw_bytes() {
         let raw =
             Bytes::from_static(br#"{"id":"u1","name":"Ann","zeta":{"x":[1,2]},"email":"a@x"}"#);

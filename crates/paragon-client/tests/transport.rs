@@ -11,7 +11,11 @@ mod common;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use paragon_client::{Error, HttpTransport, ParagonClient, Secret, User, UserDecodeError, UserId};
+use paragon_client::{
+    Error, HttpTransport, ParagonClient, ParagonRequest, Resource, Secret, User, UserDecodeError,
+    UserId,
+};
+use tower::ServiceExt;
 
 fn id(s: &str) -> UserId {
     UserId::parse(s).unwrap()
@@ -190,8 +194,63 @@ async fn nothing_listening_is_a_connect_error() {
     let url = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
     let t = transport(&url, |_| {});
     let e = fetch(&t, "u1").await.unwrap_err();
-    assert!(matches!(e, Error::Connect(_)), "{e:?}");
+    let Error::Connect(cause) = &e else {
+        panic!("not a connect error: {e:?}")
+    };
     assert!(e.is_upstream_failure());
+    // The message is the chain of causes, joined, down to the operating system's.
+    assert!(cause.to_lowercase().contains("refused"), "{cause}");
+    assert!(cause.contains(": ") && !cause.starts_with(':'), "{cause}");
+    // The transport prints as its base URL.
+    assert!(
+        format!("{t:?}").contains(&format!("127.0.0.1:{port}")),
+        "{t:?}"
+    );
+}
+
+#[tokio::test]
+async fn validators_are_kept_sent_back_and_a_304_answers_only_a_conditional_request() {
+    let server = serve(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::Bytes(response(304, &[], b""))
+        } else {
+            Reply::Bytes(response(
+                200,
+                &[
+                    ("etag", "\"v7\""),
+                    ("last-modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+                ],
+                br#"{"id":"u1"}"#,
+            ))
+        }
+    })
+    .await;
+    let t = transport(&server.url, |_| {});
+    let user = fetch(&t, "u1").await.unwrap();
+    let validators = user.validators().cloned().expect("validators kept");
+    assert_eq!(validators.etag.as_deref(), Some("\"v7\""));
+
+    let mut conditional = ParagonRequest::get_user(id("u1"));
+    conditional.conditional = Some(Box::new(validators));
+    let answer = t.clone().oneshot(conditional).await.unwrap();
+    assert_eq!(answer.resource, Resource::NotModified);
+    let seen = server.requests();
+    assert_eq!(
+        seen[1].headers.get("if-none-match").map(String::as_str),
+        Some("\"v7\"")
+    );
+    assert_eq!(
+        seen[1].headers.get("if-modified-since").map(String::as_str),
+        Some("Tue, 01 Dec 2026 10:00:00 GMT")
+    );
+
+    // A 304 nobody asked for is not an answer.
+    let only_304 = serve(|_| Reply::Bytes(response(304, &[], b""))).await;
+    let t = transport(&only_304.url, |_| {});
+    assert_eq!(
+        fetch(&t, "u1").await.unwrap_err(),
+        Error::UpstreamStatus { status: 304 }
+    );
 }
 
 #[tokio::test]

@@ -2,8 +2,10 @@
 //!
 //! Around it, outermost first: a caller's `x-request-id` is kept only when it is sane
 //! (1–128 visible ASCII characters), tower-http sets a new one when there is none and
-//! copies it onto the answer; each answer is counted by route and status, and API
-//! requests are tracked in flight for the shutdown drain; CORS applies when configured.
+//! copies it onto the answer; each answer is counted by route and status, API requests
+//! are tracked in flight for the shutdown drain, every log line about a request is
+//! written in a span that names its request id, and (with `server.access_log`) one line
+//! per request says what it was and how it ended; CORS applies when configured.
 //!
 //! These wrap the router as a whole (`ServiceBuilder`), not each route
 //! (`Router::layer`): a layer given to the router wraps every route in a boxed service
@@ -12,7 +14,8 @@
 //! the count is a small tower service with a concrete future rather than
 //! `axum::middleware::from_fn`, which boxes the rest of the stack on every request; it
 //! labels a request by its path the way the routes below match it (a unit test keeps
-//! the two in step).
+//! the two in step). The span and the access log live in the same service (rather than
+//! tower-http's `TraceLayer`, which would be one more layer and future per request).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -75,6 +78,8 @@ fn route_of(path: &str) -> Route {
         | "/admin/cache/purge"
         | "/admin/rate-limit/resume"
         | "/admin/config/reload" => Route::Admin,
+        "/admin/ui" => Route::Admin,
+        "/openapi.json" => Route::Docs,
         p if p
             .strip_prefix("/admin/circuit-breaker/")
             .is_some_and(|action| !action.is_empty() && !action.contains('/')) =>
@@ -85,12 +90,38 @@ fn route_of(path: &str) -> Route {
     }
 }
 
+/// The route pattern of a label, for the access log.
+fn pattern(route: Route) -> &'static str {
+    match route {
+        Route::User => "/v1/users/{id}",
+        Route::Batch => "/v1/users",
+        Route::Healthz => "/healthz",
+        Route::Readyz => "/readyz",
+        Route::Metrics => "/metrics",
+        Route::Admin => "/admin",
+        Route::Docs => "/openapi.json",
+        Route::Other => "none",
+    }
+}
+
 /// Counts each answer by route and status; an API request counts as in flight until it
-/// is answered or dropped.
+/// is answered or dropped. The request is served inside a span that carries its request
+/// id, so every line logged about it names it (a cache fill on a task of its own takes
+/// the span along); with `server.access_log` one line at info (target
+/// `paragon_edge::access`) says what the request was and how it ended. A `/v1` answer
+/// that did not go through the stack gets the `Server-Timing` that says so.
 #[derive(Clone)]
 pub struct Count<S> {
     inner: S,
     state: AppState,
+}
+
+/// What the access log line of a request says besides its answer.
+struct Access {
+    method: Method,
+    uri: http::Uri,
+    request_id: Option<HeaderValue>,
+    started: paragon_layers::Timestamp,
 }
 
 impl<S, B> Service<http::Request<B>> for Count<S>
@@ -108,9 +139,29 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let route = route_of(request.uri().path());
         let in_flight = matches!(route, Route::User | Route::Batch).then(|| self.state.track());
+        let request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|v| !holds_a_secret(&self.state, v));
+        // At error level so that it exists whenever any line about the request is
+        // written: a span's level only decides whether it is made, and its fields are
+        // printed on every line inside it.
+        let span = tracing::error_span!("request", request_id = text(request_id));
+        let access_log = self.state.read_config(|c| c.server.access_log);
+        let access = access_log.then(|| {
+            Box::new(Access {
+                method: request.method().clone(),
+                uri: request.uri().clone(),
+                request_id: request_id.cloned(),
+                started: self.state.stack().clock.now(),
+            })
+        });
+        let inner = span.in_scope(|| self.inner.call(request));
         Counted {
-            inner: self.inner.call(request),
+            inner,
             route,
+            span,
+            access,
             state: Some((self.state.clone(), in_flight)),
         }
     }
@@ -122,6 +173,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         route: Route,
+        span: tracing::Span,
+        access: Option<Box<Access>>,
         state: Option<(AppState, Option<InFlight>)>,
     }
 }
@@ -131,14 +184,66 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Counted<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let polled = {
+            let _entered = this.span.enter();
+            this.inner.poll(cx)
+        };
+        let Ok(mut response) = std::task::ready!(polled);
+        let route = *this.route;
+        if matches!(route, Route::User | Route::Batch) {
+            if let http::header::Entry::Vacant(v) = response
+                .headers_mut()
+                .entry(&crate::server_timing::SERVER_TIMING)
+            {
+                v.insert(crate::server_timing::LOCAL);
+            }
+        }
         if let Some((state, _in_flight)) = this.state.take() {
-            state
-                .metrics()
-                .http(*this.route, response.status().as_u16());
+            let status = response.status().as_u16();
+            state.metrics().http(route, status);
+            if let Some(access) = this.access.take() {
+                log_access(&state, route, &access, &response);
+            }
         }
         Poll::Ready(Ok(response))
     }
+}
+
+/// Whether a caller's request id contains the API key or the admin token. The caller
+/// gets its own id back, but it is not logged: secrets never reach a log line.
+fn holds_a_secret(state: &AppState, id: &HeaderValue) -> bool {
+    let id = id.as_bytes();
+    state.read_config(|config| {
+        [
+            config.upstream.api_key.expose(),
+            config.server.admin_token.expose(),
+        ]
+        .into_iter()
+        .any(|secret| {
+            !secret.is_empty() && id.windows(secret.len()).any(|w| w == secret.as_bytes())
+        })
+    })
+}
+
+/// A header's text for a log line, `-` when absent (or not logged).
+fn text(v: Option<&HeaderValue>) -> &str {
+    v.and_then(|v| v.to_str().ok()).unwrap_or("-")
+}
+
+/// The access log line of one answered request.
+fn log_access(state: &AppState, route: Route, access: &Access, response: &Response) {
+    let took = state.stack().clock.now().since(access.started);
+    tracing::info!(
+        target: "paragon_edge::access",
+        method = %access.method,
+        route = pattern(route),
+        path = access.uri.path(),
+        status = response.status().as_u16(),
+        duration_ms = took.as_secs_f64() * 1000.0,
+        x_cache = text(response.headers().get(&routes::users::X_CACHE)),
+        request_id = text(access.request_id.as_ref()),
+        "request"
+    );
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {
@@ -153,7 +258,9 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            // The API frontends call is read-only; the admin actions (POST) are for
+            // operators, from the edge's own page or a shell, not from other origins.
+            .allow_methods([Method::GET])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
@@ -165,6 +272,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
                 routes::users::X_CACHE.clone(),
                 X_REQUEST_ID.clone(),
                 header::RETRY_AFTER,
+                crate::server_timing::SERVER_TIMING.clone(),
                 header::ETAG,
                 crate::problem::RATELIMIT.clone(),
                 crate::problem::RATELIMIT_POLICY.clone(),
@@ -180,12 +288,23 @@ async fn fallback(request: Request) -> Response {
     Problem::no_route(request.uri().path()).into_response()
 }
 
-async fn method_not_allowed() -> Response {
+async fn method_not_allowed(method: Method, headers: http::HeaderMap) -> Response {
+    // A browser's CORS preflight reaches the routes only when CORS is off (otherwise the
+    // CORS layer answers it): say how to turn it on instead of a bare refusal.
+    let preflight =
+        method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let detail = if preflight {
+        "this is a browser's CORS preflight, and CORS is off on this edge: allow the page's \
+         origin with server.cors_allowed_origins (or the environment, e.g. \
+         PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS=http://localhost:3000)"
+    } else {
+        "this endpoint does not take that method"
+    };
     Problem::new(
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
         "Method not allowed",
-        "this endpoint does not take that method",
+        detail,
     )
     .into_response()
 }
@@ -220,6 +339,8 @@ where
         .route("/admin/cache/purge", post(routes::admin::purge))
         .route("/admin/rate-limit/resume", post(routes::admin::resume))
         .route("/admin/config/reload", post(routes::reload::reload))
+        .route("/admin/ui", get(routes::docs::admin_ui))
+        .route("/openapi.json", get(routes::docs::openapi))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
@@ -260,6 +381,8 @@ mod tests {
             ("/admin/cache/purge", Route::Admin),
             ("/admin/rate-limit/resume", Route::Admin),
             ("/admin/config/reload", Route::Admin),
+            ("/admin/ui", Route::Admin),
+            ("/openapi.json", Route::Docs),
             ("/admin/nothing", Route::Other),
             ("/admin/circuit-breaker/a/b", Route::Other),
             ("/", Route::Other),
@@ -285,6 +408,8 @@ mod tests {
             "/v1/users/a/b",
             "/healthz",
             "/admin/status",
+            "/admin/ui",
+            "/openapi.json",
             "/admin/nothing",
             "/admin/circuit-breaker/a/b",
         ] {

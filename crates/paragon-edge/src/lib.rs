@@ -24,6 +24,7 @@
 //! - [`metrics`] — counters and the Prometheus text;
 //! - [`conn`] — frontend connections: the accept loop, its cap and the timeouts;
 //! - [`server`] — build, run with graceful shutdown, signals;
+//! - [`server_timing`] — the `Server-Timing` of `/v1` answers;
 //! - [`reload`] — the configuration reloaded while serving (admin action, SIGHUP).
 
 pub mod app;
@@ -35,6 +36,7 @@ pub mod problem;
 pub mod reload;
 pub mod routes;
 pub mod server;
+pub mod server_timing;
 pub mod stack;
 pub mod state;
 pub mod upstream;

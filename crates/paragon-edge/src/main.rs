@@ -1,5 +1,6 @@
 //! `paragon-edge`: serve, or check a configuration.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,9 +16,29 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What `--help` adds after the options: what a first run needs to know.
+const AFTER_HELP: &str = r#"First run: with no --config and no upstream.base_url, paragon-edge listens on
+127.0.0.1:8080 and starts the simulated ParagoN in-process (it says so in its log):
+    cargo run --release        then        curl localhost:8080/v1/users/42
+
+Environment:
+  PARAGON_API_KEY              ParagoN's API key (or upstream.api_key); never printed
+  PARAGON_EDGE__SECTION__KEY   overrides one key, e.g. PARAGON_EDGE__UPSTREAM__BASE_URL;
+                               a list is comma-separated, e.g.
+                               PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS=http://localhost:3000
+  RUST_LOG                     log filter (default info), e.g. paragon_edge=debug
+
+Signals: SIGINT/SIGTERM stop gracefully (server.shutdown_grace); SIGHUP reloads the config.
+Check a file first with: paragon-edge check-config --config FILE"#;
+
 /// ParagoN Edge: a cached, rate-limited, circuit-broken ParagoN API for frontends.
 #[derive(Parser, Debug)]
-#[command(name = "paragon-edge", version, about)]
+#[command(
+    name = "paragon-edge",
+    version,
+    about,
+    after_help = AFTER_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -45,9 +66,12 @@ enum LogFormat {
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: escape codes in a file or a log
+    // collector are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

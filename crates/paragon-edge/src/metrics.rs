@@ -5,13 +5,20 @@
 //! so counting a request is an atomic add. Figures the layers keep themselves (cache,
 //! limiter, breaker) and Redis reachability are read when `/metrics` is scraped, and
 //! exposed as constant samples after the registry's own.
+//!
+//! For the live figures of `/admin/status` and `/admin/ui`, it also keeps what a
+//! cumulative counter cannot show: the latencies of the recent upstream calls (for their
+//! p50 and p99 now) and the breaker's recent transitions with their times.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use paragon_client::{Error, ParagonResponse};
 use paragon_layers::circuit_breaker::{BreakerState, Transition};
+use paragon_layers::{Clock, Timestamp};
+use parking_lot::Mutex;
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -39,10 +46,12 @@ pub enum Route {
     Admin,
     /// Anything else.
     Other,
+    /// `/openapi.json`
+    Docs,
 }
 
 /// Every route, in declaration order (`route as usize` indexes it).
-const ROUTES: [Route; 7] = [
+const ROUTES: [Route; 8] = [
     Route::User,
     Route::Batch,
     Route::Healthz,
@@ -50,6 +59,7 @@ const ROUTES: [Route; 7] = [
     Route::Metrics,
     Route::Admin,
     Route::Other,
+    Route::Docs,
 ];
 
 impl Route {
@@ -62,6 +72,7 @@ impl Route {
             Route::Metrics => "metrics",
             Route::Admin => "admin",
             Route::Other => "other",
+            Route::Docs => "openapi",
         }
     }
 }
@@ -184,10 +195,68 @@ pub struct Metrics {
     transitions: Family<TransitionLabels, Counter>,
     /// -1 outside fleet mode, where the gauge is not exposed; else 0 or 1.
     redis_up: AtomicI64,
+    /// Where the times of [`Metrics::recent`] are read.
+    clock: Clock,
+    /// The latest upstream latencies and breaker transitions, with their times.
+    recent: Mutex<Recent>,
+}
+
+/// Upstream latencies kept for the live quantiles: the last this many calls...
+const LATENCY_SAMPLES: usize = 1024;
+/// ...that ended within this long.
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+/// Breaker transitions kept for the status page.
+const TRANSITIONS_KEPT: usize = 50;
+
+/// What [`Metrics`] keeps of the latest events, for the live status.
+#[derive(Default)]
+struct Recent {
+    /// When each of the latest upstream calls ended, and how long it took.
+    latencies: VecDeque<(Timestamp, Duration)>,
+    /// The latest breaker transitions and when they happened, oldest first.
+    transitions: VecDeque<(Timestamp, Transition)>,
+}
+
+/// Upstream latency quantiles of the recent calls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatencyQuantiles {
+    /// The median.
+    pub p50: Duration,
+    /// The 99th percentile.
+    pub p99: Duration,
+    /// How many calls they are computed over.
+    pub samples: usize,
+}
+
+/// A breaker transition and how long ago it happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecentTransition {
+    /// The change of state.
+    pub transition: Transition,
+    /// Time since it happened.
+    pub ago: Duration,
+}
+
+/// The `q` quantile (0 to 1) of `sorted` by the nearest-rank method.
+fn nearest_rank(sorted: &[Duration], q: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 impl Default for Metrics {
+    /// Metrics whose recent events are timed by a manual clock, which stands still: use
+    /// [`Metrics::new`] with the stack's clock in a server.
     fn default() -> Self {
+        Metrics::new(Clock::manual())
+    }
+}
+
+impl Metrics {
+    /// Metrics whose recent latencies and transitions are timed by `clock`.
+    pub fn new(clock: Clock) -> Self {
         let mut registry = Registry::default();
         let http = Family::<HttpLabels, Counter>::default();
         registry.register(
@@ -258,6 +327,8 @@ impl Default for Metrics {
             client_limited,
             transitions: Family::default(),
             redis_up: AtomicI64::new(-1),
+            clock,
+            recent: Mutex::new(Recent::default()),
         }
     }
 }
@@ -299,6 +370,67 @@ impl Metrics {
             to: t.to.as_str(),
         };
         self.transitions.get_or_create(&labels).inc();
+        let now = self.clock.now();
+        let mut recent = self.recent.lock();
+        if recent.transitions.len() == TRANSITIONS_KEPT {
+            recent.transitions.pop_front();
+        }
+        recent.transitions.push_back((now, t));
+    }
+
+    /// The latest breaker transitions (at most 50), oldest first, with how long ago each
+    /// happened.
+    pub fn recent_transitions(&self) -> Vec<RecentTransition> {
+        let now = self.clock.now();
+        self.recent
+            .lock()
+            .transitions
+            .iter()
+            .map(|&(at, transition)| RecentTransition {
+                transition,
+                ago: now.since(at),
+            })
+            .collect()
+    }
+
+    /// The p50 and p99 latency of the upstream calls that ended within the last minute
+    /// (the latest 1,024 of them at most); `None` when there were none.
+    pub fn upstream_latency(&self) -> Option<LatencyQuantiles> {
+        let now = self.clock.now();
+        let mut took: Vec<Duration> = self
+            .recent
+            .lock()
+            .latencies
+            .iter()
+            .filter(|(at, _)| now.since(*at) <= LATENCY_WINDOW)
+            .map(|&(_, d)| d)
+            .collect();
+        took.sort_unstable();
+        Some(LatencyQuantiles {
+            p50: nearest_rank(&took, 0.5)?,
+            p99: nearest_rank(&took, 0.99)?,
+            samples: took.len(),
+        })
+    }
+
+    /// Answers to `/v1` requests (single and batch) with `status` so far.
+    pub fn answers(&self, status: u16) -> u64 {
+        [Route::User, Route::Batch]
+            .iter()
+            .filter_map(|r| self.http_slots[*r as usize].get(usize::from(status)))
+            .filter_map(OnceLock::get)
+            .map(Counter::get)
+            .sum()
+    }
+
+    /// Answers to `/v1` requests (single and batch) so far, whatever their status.
+    pub fn answers_total(&self) -> u64 {
+        [Route::User, Route::Batch]
+            .iter()
+            .flat_map(|r| self.http_slots[*r as usize].iter())
+            .filter_map(OnceLock::get)
+            .map(Counter::get)
+            .sum()
     }
 
     /// Records whether the shared store is reachable (fleet mode).
@@ -377,6 +509,12 @@ impl Metrics {
         // The histogram takes a short lock per observation, which is nothing next to the
         // network call it times.
         self.upstream_latency.observe(took.as_secs_f64());
+        let now = self.clock.now();
+        let mut recent = self.recent.lock();
+        if recent.latencies.len() == LATENCY_SAMPLES {
+            recent.latencies.pop_front();
+        }
+        recent.latencies.push_back((now, took));
     }
 
     /// Prometheus text exposition of everything: the registry's metrics, then the layers'
@@ -540,6 +678,104 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let ms = |v: u64| Duration::from_millis(v);
+        assert_eq!(nearest_rank(&[], 0.5), None);
+        assert_eq!(nearest_rank(&[ms(7)], 0.5), Some(ms(7)));
+        assert_eq!(nearest_rank(&[ms(7)], 0.99), Some(ms(7)));
+        let hundred: Vec<Duration> = (1..=100).map(ms).collect();
+        assert_eq!(nearest_rank(&hundred, 0.5), Some(ms(50)));
+        assert_eq!(nearest_rank(&hundred, 0.99), Some(ms(99)));
+        assert_eq!(nearest_rank(&hundred, 1.0), Some(ms(100)));
+        assert_eq!(nearest_rank(&hundred, 0.0), Some(ms(1)));
+    }
+
+    #[test]
+    fn latency_quantiles_cover_the_last_minute_only() {
+        let clock = Clock::manual();
+        let m = Metrics::new(clock.clone());
+        assert_eq!(m.upstream_latency(), None, "no call yet");
+        let ok: Result<ParagonResponse, Error> = Err(Error::NotFound);
+        for v in 1..=100 {
+            m.record_upstream(&ok, Duration::from_millis(v));
+        }
+        let q = m.upstream_latency().expect("quantiles");
+        assert_eq!(
+            (q.p50, q.p99, q.samples),
+            (Duration::from_millis(50), Duration::from_millis(99), 100)
+        );
+        clock.advance(LATENCY_WINDOW + Duration::from_millis(1));
+        m.record_upstream(&ok, Duration::from_millis(500));
+        let q = m.upstream_latency().expect("quantiles");
+        assert_eq!(
+            (q.p50, q.p99, q.samples),
+            (Duration::from_millis(500), Duration::from_millis(500), 1),
+            "the older calls left the window"
+        );
+        for _ in 0..LATENCY_SAMPLES + 10 {
+            m.record_upstream(&ok, Duration::from_millis(2));
+        }
+        assert_eq!(
+            m.upstream_latency().expect("quantiles").samples,
+            LATENCY_SAMPLES
+        );
+    }
+
+    #[test]
+    fn recent_transitions_are_timed_and_bounded() {
+        let clock = Clock::manual();
+        let m = Metrics::new(clock.clone());
+        let open = Transition {
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+        };
+        let half = Transition {
+            from: BreakerState::Open,
+            to: BreakerState::HalfOpen,
+        };
+        m.transition(open);
+        clock.advance(Duration::from_secs(60));
+        m.transition(half);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            m.recent_transitions(),
+            [
+                RecentTransition {
+                    transition: open,
+                    ago: Duration::from_secs(61)
+                },
+                RecentTransition {
+                    transition: half,
+                    ago: Duration::from_secs(1)
+                },
+            ]
+        );
+        for _ in 0..TRANSITIONS_KEPT {
+            m.transition(open);
+        }
+        let kept = m.recent_transitions();
+        assert_eq!(kept.len(), TRANSITIONS_KEPT);
+        assert!(
+            kept.iter().all(|r| r.transition == open),
+            "the oldest went first"
+        );
+    }
+
+    #[test]
+    fn answers_count_the_v1_routes_only() {
+        let m = Metrics::default();
+        m.http(Route::User, 502);
+        m.http(Route::User, 502);
+        m.http(Route::Batch, 502);
+        m.http(Route::Batch, 200);
+        m.http(Route::Admin, 502);
+        m.http(Route::Docs, 200);
+        assert_eq!(m.answers(502), 3);
+        assert_eq!(m.answers(503), 0);
+        assert_eq!(m.answers_total(), 4);
+    }
 
     #[test]
     fn routes_are_indexed_by_their_discriminant() {

@@ -8,7 +8,7 @@ use paragon_client::{Error, InvalidUserId};
 use serde::Serialize;
 
 /// One problem answer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem.
     #[serde(rename = "type")]

@@ -87,7 +87,6 @@ const RESTART_KEYS: &[(&str, &str)] = &[
         "the CORS layer is built at start",
     ),
     ("server.shutdown_grace", "it is read at start"),
-    ("server.access_log", "it is read at start"),
     (
         "server.header_read_timeout",
         "the connection limits are set at start",
@@ -115,6 +114,7 @@ const LIVE_KEYS: &[&str] = &[
     "server.max_batch_ids",
     "server.max_batch_bytes",
     "server.browser_cache",
+    "server.access_log",
     "upstream.deadline",
     "cache.ttl",
     "cache.ttl_jitter",

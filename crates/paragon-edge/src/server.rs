@@ -41,7 +41,7 @@ pub enum StartError {
 /// Builds the stack of `settings` (starting the embedded simulator when no upstream is
 /// set).
 pub async fn build(settings: Settings, clock: Clock) -> Result<Edge, StartError> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(clock.clone()));
     let (base_url, simulator) = match settings.base_url.clone() {
         Some(url) => (url, None),
         None => {
@@ -59,6 +59,12 @@ pub async fn build(settings: Settings, clock: Clock) -> Result<Edge, StartError>
             (url, Some(sim))
         }
     };
+    if settings.config.server.cors_allowed_origins.is_empty() {
+        tracing::info!(
+            "CORS is off: browsers on other origins cannot call this edge \
+             (server.cors_allowed_origins, e.g. PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS=http://localhost:3000)"
+        );
+    }
     let upstream = crate::config::redact_url(base_url.as_str());
     let stack = stack::build(&settings, base_url, clock.clone(), metrics.clone())?;
     let (config, origin) = (settings.config, settings.origin);

@@ -12,7 +12,9 @@ use paragon_client::{
     TransportConfig,
 };
 use paragon_layers::cache::{Cache, CacheHandle, CacheLayer};
-use paragon_layers::circuit_breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
+use paragon_layers::circuit_breaker::{
+    BreakerHandle, BreakerState, CircuitBreaker, CircuitBreakerLayer, Transition,
+};
 use paragon_layers::fleet::{RedisLink, RedisRateStore, RedisTier};
 use paragon_layers::rate_limit::gcra::Gcra;
 use paragon_layers::rate_limit::{Acquire, BudgetState, RateLimitConfig, RateStore};
@@ -55,6 +57,8 @@ pub struct Stack {
     pub retry: RetryHandle,
     /// The Redis link, when a layer uses the `redis` backend.
     pub redis: Option<RedisLink>,
+    /// The clock the layers read (the access log times requests with it too).
+    pub clock: Clock,
 }
 
 /// The limiter's store chosen by `rate_limit.backend`.
@@ -112,6 +116,24 @@ impl RateStore for EdgeStore {
         match self {
             EdgeStore::Memory(m) => m.reconfigure(old, new),
             EdgeStore::Redis(r) => r.reconfigure(old, new),
+        }
+    }
+}
+
+/// One line per change of the breaker's state: a warning when it opens (calls are
+/// refused from now on), information when it half-opens or closes again.
+fn log_transition(t: Transition) {
+    let (from, to) = (t.from.as_str(), t.to.as_str());
+    match t.to {
+        BreakerState::Open | BreakerState::ForcedOpen => {
+            tracing::warn!(
+                from,
+                to,
+                "circuit breaker opened: ParagoN calls are refused"
+            )
+        }
+        BreakerState::HalfOpen | BreakerState::Closed => {
+            tracing::info!(from, to, "circuit breaker changed state")
         }
     }
 }
@@ -205,11 +227,7 @@ pub fn build(
             clock.clone(),
             move |t| {
                 m.transition(t);
-                tracing::warn!(
-                    from = t.from.as_str(),
-                    to = t.to.as_str(),
-                    "circuit breaker changed state"
-                );
+                log_transition(t);
             },
         ))
     } else {
@@ -224,7 +242,7 @@ pub fn build(
     let retry_layer = RetryLayer::with_hedge_gate(settings.retry, clock.clone(), move || {
         let half_open = gate_breaker
             .as_ref()
-            .is_some_and(|b| b.state() == paragon_layers::circuit_breaker::BreakerState::HalfOpen);
+            .is_some_and(|b| b.state() == BreakerState::HalfOpen);
         let paused = gate_limiter.as_ref().is_some_and(|l| match l.store() {
             EdgeStore::Memory(m) => !m.state_now(&l.config().gcra()).paused_for.is_zero(),
             EdgeStore::Redis(_) => false,
@@ -243,9 +261,14 @@ pub fn build(
         let layer = match (&redis, shared_cache) {
             (Some(link), true) => {
                 let tier = Arc::new(RedisTier::new(link.clone(), ParagonCodec));
-                CacheLayer::with_tier(settings.cache.clone(), clock, tier, fill_hold(config))
+                CacheLayer::with_tier(
+                    settings.cache.clone(),
+                    clock.clone(),
+                    tier,
+                    fill_hold(config),
+                )
             }
-            _ => CacheLayer::new(settings.cache.clone(), clock),
+            _ => CacheLayer::new(settings.cache.clone(), clock.clone()),
         };
         (Either::Left(layer.layer(guarded)), Some(layer.handle()))
     } else {
@@ -259,5 +282,6 @@ pub fn build(
         limiter,
         retry,
         redis,
+        clock,
     })
 }

@@ -3,8 +3,9 @@
 //!
 //! The configuration can be reloaded while the instance serves (`reload.rs`), so it sits
 //! behind an atomic pointer (`arc-swap`): a handler reads it with [`AppState::config`]
-//! and sees either the old or the new configuration whole. The user route reads only
-//! `Cache-Control` ([`AppState::cache_control`]), one atomic load.
+//! and sees either the old or the new configuration whole; what runs on every request
+//! reads it with [`AppState::read_config`] or [`AppState::cache_control`], one atomic
+//! load and no reference count.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -80,6 +81,12 @@ impl AppState {
     /// meanwhile does not change what it reads.
     pub fn config(&self) -> Arc<Config> {
         self.0.config.load_full()
+    }
+
+    /// Reads the configuration in force without keeping it: one atomic load and no
+    /// reference count, for what runs on every request.
+    pub fn read_config<T>(&self, read: impl FnOnce(&Config) -> T) -> T {
+        read(&self.0.config.load())
     }
 
     /// `Cache-Control` of user answers now.

@@ -1,5 +1,6 @@
 //! The gate in front of ParagoN: at most `upstream.max_concurrency` calls in flight, a
-//! bounded wait for a free slot, and the count of every call that goes through.
+//! bounded wait for a free slot, and the count of every call that goes through (in the
+//! metrics, and in the request's `CallReport` for its sender).
 //!
 //! Why not tower's `ConcurrencyLimit` (with `Timeout`): `ConcurrencyLimit` waits for a
 //! slot in `poll_ready` for as long as it takes, and a `Timeout` around it would bound the
@@ -90,9 +91,15 @@ where
             };
             metrics.upstream_started();
             let _in_flight = InFlight(metrics.clone());
+            // The request's report, for its sender's `Server-Timing`; the limiter's waits
+            // so far are in its ledger.
+            let report = req.report.clone();
+            let held = req.waits.total();
             let started = clock.now();
             let result = inner.call(req).await;
-            metrics.record_upstream(&result, clock.now().since(started));
+            let took = clock.now().since(started);
+            metrics.record_upstream(&result, took);
+            report.record(&result, took, held);
             result
         })
     }

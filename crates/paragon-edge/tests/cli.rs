@@ -182,6 +182,73 @@ fn environment_overrides_apply_and_are_validated() {
 }
 
 #[test]
+fn a_list_may_be_given_comma_separated_in_the_environment() {
+    let file = config_file(
+        "env-list",
+        "[upstream]\nbase_url = \"http://127.0.0.1:9\"\n",
+    );
+    let o = check_config(
+        &file,
+        &[(
+            "PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS",
+            "http://localhost:3000, https://app.example",
+        )],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let printed: paragon_edge::config::Config = toml::from_str(&out).expect("a config in TOML");
+    assert_eq!(
+        printed.server.cors_allowed_origins,
+        ["http://localhost:3000", "https://app.example"]
+    );
+
+    // One origin alone is a list of one; a bad one is still refused by name.
+    let o = check_config(
+        &file,
+        &[(
+            "PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS",
+            "http://localhost:3000",
+        )],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("cors_allowed_origins = [\"http://localhost:3000\"]"),
+        "{out}"
+    );
+    let o = check_config(
+        &file,
+        &[("PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS", "localhost")],
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("server.cors_allowed_origins"),
+        "{:?}",
+        text(&o)
+    );
+}
+
+#[test]
+fn help_names_what_a_first_run_needs() {
+    let o = command().arg("--help").output().expect("the binary runs");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for needed in [
+        "127.0.0.1:8080",
+        "simulat",
+        "PARAGON_API_KEY",
+        "RUST_LOG",
+        "PARAGON_EDGE__",
+        "check-config",
+    ] {
+        assert!(
+            out.contains(needed),
+            "--help does not mention {needed}:\n{out}"
+        );
+    }
+}
+
+#[test]
 fn check_config_without_the_file_fails() {
     let missing = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-config.toml");
     let o = check_config(&missing, &[]);

@@ -27,8 +27,14 @@ use tracing_subscriber::EnvFilter;
         GET /_sim/stats                  what was served, by path and status, and how many were conditional\n  \
         POST /_sim/reset                 zero the counters\n  \
         GET|PUT /_sim/faults             read or replace the faults (JSON of the flags above, snake_case)\n  \
-        PATCH /_sim/faults               change only the keys given\n  \
-        POST /_sim/users/{id}/change     the user's next version (new body, ETag, Last-Modified)"
+        PATCH /_sim/faults               change only the keys given (PUT clears every key it omits)\n  \
+        POST /_sim/users/{id}/change     the user's next version (new body, ETag, Last-Modified)\n\n\
+Fault keys of /_sim/faults (each flag above, in snake_case): latency, error_rate, outage, quota,\n\
+quota_window, always_429, malformed_rate, not_object_rate, wrong_id_rate, oversized_rate,\n\
+oversized_bytes, trickle_rate, reset_rate, drop_rate, slow_rate, slow_latency, fail_first,\n\
+fail_first_status, fail_first_delay, etags.\n\n\
+Example: curl -X PATCH localhost:9090/_sim/faults -d '{\"error_rate\": 0.5}'\n\n\
+Logs follow RUST_LOG (default info)."
 )]
 struct Cli {
     /// Address to listen on.
@@ -185,8 +191,11 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colours only for a person at a terminal: escape codes in a file or a log
+    // collector are noise.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -218,3 +218,37 @@ async fn patch_changes_only_the_keys_given_and_users_change_at_run_time() {
     let stats: Stats = sim.sim().stats();
     assert_eq!((stats.conditional, stats.by_status[&304]), (5, 2));
 }
+
+/// `paragon-sim --help` documents the control endpoint and every key of the fault set,
+/// each with its flag, so the two cannot drift apart.
+#[test]
+fn help_documents_the_control_endpoint_and_every_fault_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paragon-sim"))
+        .arg("--help")
+        .output()
+        .expect("the binary runs");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for route in [
+        "PUT",
+        "PATCH /_sim/faults",
+        "/_sim/stats",
+        "/_sim/users/{id}/change",
+    ] {
+        assert!(
+            help.contains(route),
+            "--help does not mention {route}:\n{help}"
+        );
+    }
+    let keys = serde_json::to_value(Faults::default()).expect("Faults as JSON");
+    let keys = keys.as_object().expect("an object");
+    assert!(keys.len() >= 20, "{keys:?}");
+    for key in keys.keys() {
+        let flag = format!("--{}", key.replace('_', "-"));
+        assert!(help.contains(&flag), "--help has no flag {flag}:\n{help}");
+        let listed = help
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word == key);
+        assert!(listed, "--help does not list the fault key {key}:\n{help}");
+    }
+}

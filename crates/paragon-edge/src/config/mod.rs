@@ -16,6 +16,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use types::comma_list;
+
 pub use paragon_client::Secret;
 pub use redis::{RedisConfig, RedisMode};
 pub use retry::RetrySection;
@@ -51,6 +53,7 @@ pub struct ServerConfig {
     /// Address to listen on.
     pub listen: String,
     /// Origins allowed by CORS; `["*"]` allows any; empty sends no CORS headers.
+    #[serde(deserialize_with = "comma_list")]
     pub cors_allowed_origins: Vec<String>,
     /// Most ids in one batch request.
     pub max_batch_ids: usize,
@@ -60,6 +63,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Dur,
     /// Bearer token of the admin actions; empty turns them off.
     pub admin_token: Secret,
+    /// One log line per request at info (target `paragon_edge::access`): method, route,
+    /// path, status, duration, `x-cache` and request id.
+    pub access_log: bool,
     /// A request head begun and not finished by then closes the connection.
     pub header_read_timeout: Dur,
     /// A connection with nothing to do this long (no request, no bytes read or written
@@ -84,6 +90,7 @@ impl Default for ServerConfig {
             max_batch_bytes: 8_388_608,
             shutdown_grace: Dur::secs(10),
             admin_token: Secret::default(),
+            access_log: true,
             header_read_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(60),
             max_request_head_bytes: 65_536,

@@ -1,9 +1,10 @@
 //! `[redis]`: where the fleet's shared state lives, and how that Redis is deployed.
 
 use paragon_layers::fleet::{LinkOptions, RedisTarget};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::types::comma_list;
 use super::{invalid, ConfigError, RedisUrl};
 
 /// How Redis is deployed.
@@ -40,10 +41,10 @@ pub struct RedisConfig {
     /// password, database and TLS (its host is not used). A password in it never prints.
     pub url: RedisUrl,
     /// Cluster: seed nodes.
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "comma_list")]
     pub nodes: Vec<RedisUrl>,
     /// Sentinel: the sentinels.
-    #[serde(deserialize_with = "list")]
+    #[serde(deserialize_with = "comma_list")]
     pub sentinels: Vec<RedisUrl>,
     /// Sentinel: the monitored master's name.
     pub master_name: String,
@@ -69,27 +70,6 @@ impl Default for RedisConfig {
             fallback_instances: 0,
         }
     }
-}
-
-/// A list written as a TOML array, or as one comma-separated string (as an environment
-/// variable gives it).
-fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RedisUrl>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Form {
-        List(Vec<String>),
-        Text(String),
-    }
-    let items = match Form::deserialize(d)? {
-        Form::List(items) => items,
-        Form::Text(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-    };
-    Ok(items.into_iter().map(RedisUrl::new).collect())
 }
 
 /// A `redis://` or `rediss://` URL with a host; whether it is TLS.

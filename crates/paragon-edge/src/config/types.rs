@@ -5,6 +5,34 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A list written as a TOML array, or as one comma-separated string, as an environment
+/// variable gives it: `PARAGON_EDGE__SERVER__CORS_ALLOWED_ORIGINS=http://localhost:3000,https://app.example`.
+pub(crate) fn comma_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: From<String>,
+{
+    #[derive(Deserialize)]
+    #[serde(
+        untagged,
+        expecting = "a list of strings, or one comma-separated string"
+    )]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Form::deserialize(d)? {
+        Form::List(items) => items,
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+    };
+    Ok(items.into_iter().map(T::from).collect())
+}
+
 /// A duration written as a string such as `"250ms"`, `"2s"` or `"5m"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Dur(pub Duration);

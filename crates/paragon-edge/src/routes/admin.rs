@@ -16,6 +16,8 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 /// The live state of every layer.
+#[utoipa::path(get, path = "/admin/status", tag = "admin",
+    responses((status = 200, description = "Each layer's live state: breaker state, counts and recent transitions, cache size, bytes and hit ratio, limiter budget and ParagoN's advertised quota, retry budget, upstream latency p50/p99, answers by status, connections, Redis reachability", body = Object, content_type = "application/json")))]
 pub async fn status(State(state): State<AppState>) -> Response {
     let s = state.stack();
     let config = state.config();
@@ -81,6 +83,11 @@ pub async fn status(State(state): State<AppState>) -> Response {
                 "rejected": st.rejected,
                 "transitions": st.transitions,
                 "half_open_in_ms": st.open_for.map(millis),
+                "recent_transitions": state.metrics().recent_transitions().iter().map(|r| json!({
+                    "from": r.transition.from.as_str(),
+                    "to": r.transition.to.as_str(),
+                    "ago_ms": millis(r.ago),
+                })).collect::<Vec<_>>(),
             })
         }
         None => json!({ "enabled": false }),
@@ -131,6 +138,21 @@ pub async fn status(State(state): State<AppState>) -> Response {
             "embedded_simulator": state.0.embedded,
             "in_flight": state.metrics().upstream_in_flight(),
             "calls": state.metrics().upstream_calls(),
+            "latency_ms": state.metrics().upstream_latency().map(|q| json!({
+                "p50": q.p50.as_secs_f64() * 1000.0,
+                "p99": q.p99.as_secs_f64() * 1000.0,
+                "samples": q.samples,
+                "window_ms": millis(crate::metrics::LATENCY_WINDOW),
+            })),
+        },
+        "answers": {
+            "total": state.metrics().answers_total(),
+            "by_status": {
+                "429": state.metrics().answers(429),
+                "502": state.metrics().answers(502),
+                "503": state.metrics().answers(503),
+                "504": state.metrics().answers(504),
+            },
         },
         "cache": cache,
         "rate_limit": limiter,
@@ -179,6 +201,15 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box
 }
 
 /// `POST /admin/circuit-breaker/{open,close,reset}`.
+#[utoipa::path(post, path = "/admin/circuit-breaker/{action}", tag = "admin",
+    params(("action" = crate::routes::docs::BreakerAction, Path, description = "open, close or reset")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The breaker's state now", body = crate::routes::docs::BreakerForcedDoc, content_type = "application/json"),
+        (status = 401, description = "No valid `Authorization: Bearer <server.admin_token>`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Admin actions are off: `server.admin_token` is not set", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The circuit breaker is not enabled", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn breaker(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -212,6 +243,15 @@ pub async fn breaker(
 }
 
 /// `POST /admin/rate-limit/resume`: ends ParagoN's 429 pause now, fleet-wide in Redis mode.
+#[utoipa::path(post, path = "/admin/rate-limit/resume", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "ParagoN's 429 pause is ended (`resumed`, and `paused_for_ms` it had left)", body = Object, content_type = "application/json"),
+        (status = 401, description = "No valid `Authorization: Bearer <server.admin_token>`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Admin actions are off: `server.admin_token` is not set", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The rate limiter is not enabled", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Ended on this instance only: Redis could not be reached", body = Problem, content_type = "application/problem+json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+    ))]
 pub async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&state, &headers) {
         return *r;
@@ -247,6 +287,17 @@ pub async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Respon
 }
 
 /// `POST /admin/cache/purge` (everything) or `?id=` (one user).
+#[utoipa::path(post, path = "/admin/cache/purge", tag = "admin",
+    params(("id" = Option<String>, Query, description = "Purge only this user; absent: everything")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Entries purged (`purged`, `local`, and `shared` with a Redis tier)", body = Object, content_type = "application/json"),
+        (status = 400, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid `Authorization: Bearer <server.admin_token>`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Admin actions are off: `server.admin_token` is not set", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The cache is not enabled", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Purged locally only: Redis could not be reached", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn purge(
     State(state): State<AppState>,
     headers: HeaderMap,

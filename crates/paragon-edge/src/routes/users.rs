@@ -8,11 +8,14 @@ use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use paragon_client::{Endpoint, Error, Fetched, InvalidUserId, Priority, User, UserId};
+use paragon_client::{
+    CacheStatus, CallReport, Endpoint, Error, Fetched, InvalidUserId, Priority, User, UserId,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::problem::{insert_policy, Problem, RatePolicy};
+use crate::server_timing::{self, Layers, SERVER_TIMING};
 use crate::state::AppState;
 
 /// `x-cache: HIT | MISS | STALE` (a static name: no parsing per answer).
@@ -26,6 +29,30 @@ pub static X_UPSTREAM_ATTEMPTS: HeaderName = HeaderName::from_static("x-upstream
 ///
 /// The id is read from the router's decoded captures as they are (`RawPathParams`), not
 /// deserialized into a `String` first: `UserId::parse` makes the one copy it keeps.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(
+        ("id" = String, Path, description = "The user's id: 1–128 characters of `A–Z a–z 0–9 - _ . ~`, not `.` or `..`"),
+        ("if-none-match" = Option<String>, Header, description = "An ETag of a previous answer: 304 when it is still current"),
+        ("sec-purpose" = Option<String>, Header, description = "`prefetch` makes it a background call"),
+    ),
+    responses(
+        (status = 200, description = "The user exactly as ParagoN sent it", body = crate::routes::docs::UserDoc, content_type = "application/json", headers(
+            ("x-cache" = String, description = "HIT, MISS, STALE, UPDATING or REVALIDATED"),
+            ("etag" = String, description = "Our strong ETag of the body"),
+            ("cache-control" = String, description = "private, then server.browser_cache"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current ETag"),
+        (status = 400, description = "Invalid id: 1–128 characters of `A–Z a–z 0–9 - _ . ~`, not `.` or `..`; nothing sent upstream", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "ParagoN says no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The upstream budget is spent, ParagoN's 429 pause is in force, or this client is over its own limit", body = Problem, content_type = "application/problem+json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 502, description = "Upstream failure or malformed answer", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Circuit open, or a local limit", body = Problem, content_type = "application/problem+json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 504, description = "Upstream timeout, or the request's deadline ran out", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn get_user(
     State(state): State<AppState>,
     params: Result<RawPathParams, RawPathParamsRejection>,
@@ -48,8 +75,13 @@ pub async fn get_user(
         }
     }
     let priority = priority_of(request.headers());
-    let result = state.stack().client.fetch_user_with(&id, priority).await;
-    user_response(&state, result, request.headers())
+    let report = CallReport::recording();
+    let result = state
+        .stack()
+        .client
+        .fetch_user_reporting(&id, priority, &report)
+        .await;
+    user_response(&state, result, request.headers(), &report)
 }
 
 /// A frontend's prefetch (`Sec-Purpose: prefetch`, or the older `Purpose: prefetch`) is a
@@ -76,13 +108,16 @@ static SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
 /// `Purpose`, the older name of `Sec-Purpose`.
 static PURPOSE: HeaderName = HeaderName::from_static("purpose");
 
-/// The user with `x-cache`, our `ETag` of its body and `Cache-Control`; `304` without a
-/// body when the request's `If-None-Match` names that `ETag`.
+/// The user with `x-cache`, our `ETag` of its body, `Cache-Control` and
+/// `Server-Timing`; `304` without a body when the request's `If-None-Match` names that
+/// `ETag`.
 fn user_response(
     state: &AppState,
     result: Result<Fetched<User>, Error>,
     request: &HeaderMap,
+    report: &CallReport,
 ) -> Response {
+    let layers = Layers::of(state);
     match result {
         Ok(fetched) => {
             let body = fetched.value.raw_json();
@@ -119,9 +154,26 @@ fn user_response(
                 h.insert(header::ETAG, tag);
             }
             h.insert(header::CACHE_CONTROL, state.cache_control());
+            // An answer from the cache's entry made no call: its report is not read.
+            let call = match fetched.cache {
+                CacheStatus::Hit | CacheStatus::Updating => None,
+                _ => report.get(),
+            };
+            let attempts = (fetched.cache == CacheStatus::Miss).then_some(fetched.attempts);
+            h.insert(
+                SERVER_TIMING.clone(),
+                server_timing::for_user(layers, Some(fetched.cache), attempts, call, None),
+            );
             response
         }
-        Err(e) => problem_for(state, &e).into_response(),
+        Err(e) => {
+            let mut response = problem_for(state, &e).into_response();
+            response.headers_mut().insert(
+                SERVER_TIMING.clone(),
+                server_timing::for_user(layers, None, None, report.get(), Some(&e)),
+            );
+            response
+        }
     }
 }
 
@@ -167,7 +219,11 @@ pub async fn empty_id() -> Response {
 /// `RateLimit` headers.
 fn problem_for(state: &AppState, e: &Error) -> Problem {
     let p = Problem::from_error(e).with_policy(state.upstream_policy());
-    if p.status >= 500 {
+    // A request the open breaker refuses is not news: the breaker's opening was logged
+    // once, as a warning.
+    if matches!(e, Error::CircuitOpen(_)) {
+        tracing::debug!(error = %e, kind = e.kind(), status = p.status, "ParagoN call refused");
+    } else if p.status >= 500 {
         tracing::warn!(error = %e, kind = e.kind(), status = p.status, "ParagoN call failed");
     }
     p
@@ -221,6 +277,23 @@ pub fn parse_batch(query: Option<&str>, max: usize) -> Result<Vec<UserId>, Probl
 }
 
 /// Many users at once: `{"users": {id: user}, "errors": {id: problem}}`.
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    params(
+        ("ids" = String, Query, description = "Comma-separated ids, at most `server.max_batch_ids`; duplicates are fetched once"),
+    ),
+    responses(
+        (status = 200, description = "The users found and a problem for each id that failed", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+        (status = 400, description = "No `ids`, too many ids, or an invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No id succeeded and every id was not found (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+        (status = 429, description = "No id succeeded and every id was refused by a rate limit (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 502, description = "No id succeeded and every id met an upstream failure (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+        (status = 503, description = "No id succeeded and every id met an open circuit or a local limit (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json", headers(("retry-after" = u64, description = "Whole seconds after which a retry may succeed"))),
+        (status = 504, description = "No id succeeded and every id timed out (same body shape)", body = crate::routes::docs::BatchDoc, content_type = "application/json"),
+    )
+)]
 pub async fn get_batch(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -255,10 +328,9 @@ pub async fn get_batch(
         .map(|id| {
             let client = state.stack().client.clone();
             async move {
-                client
-                    .fetch_user_with(&id, priority)
-                    .await
-                    .map(|fetched| fetched.value)
+                let report = CallReport::recording();
+                let result = client.fetch_user_reporting(&id, priority, &report).await;
+                (result, report)
             }
         })
         .buffered(concurrency);
@@ -268,10 +340,21 @@ pub async fn get_batch(
     let mut full = false;
     let mut outcome = BatchOutcome::default();
     let mut next_id = ids.iter();
-    while let Some(result) = results.next().await {
+    let mut timing = server_timing::Batch::default();
+    while let Some((result, report)) = results.next().await {
         let Some(id) = next_id.next() else { break };
         let id = id.as_str();
-        let p = match result {
+        match &result {
+            Ok(fetched) => {
+                let call = match fetched.cache {
+                    CacheStatus::Hit | CacheStatus::Updating => None,
+                    _ => report.get(),
+                };
+                timing.add(Some(fetched.cache), call, None);
+            }
+            Err(e) => timing.add(None, report.get(), Some(e)),
+        }
+        let p = match result.map(|fetched| fetched.value) {
             Ok(user) if !full && held + id.len() + user.raw_json().len() + 4 <= max_bytes => {
                 // ParagoN's bytes as they are: checked JSON since they arrived.
                 match serde_json::from_slice::<&RawValue>(&user.raw_json()) {
@@ -305,6 +388,7 @@ pub async fn get_batch(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    headers.insert(SERVER_TIMING.clone(), timing.value(Layers::of(&state)));
     if let Some(secs) = retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         if status == StatusCode::TOO_MANY_REQUESTS {

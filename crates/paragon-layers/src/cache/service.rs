@@ -24,6 +24,7 @@ use futures_util::future::{BoxFuture, Either, Ready};
 use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
+use tracing::Instrument;
 
 use super::freshness::{jittered_ttl, mix, Freshness, Grace, Lifetime};
 use super::layer::CacheConfig;
@@ -262,8 +263,9 @@ where
             return Either::Left(futures_util::future::ready(from_outcome(outcome)));
         }
         // Any other goes on on its own task, whose first poll registers that task's waker,
-        // so a caller that gives up does not cancel the fill for the others.
-        tokio::spawn(run);
+        // so a caller that gives up does not cancel the fill for the others. It logs in
+        // the span of the request that started it.
+        tokio::spawn(run.instrument(tracing::Span::current()));
         Either::Right(Box::pin(wait(flight)))
     }
 }
@@ -314,7 +316,10 @@ where
                 tx: Some(flight),
                 cached,
             };
-            tokio::spawn(fill.run(S::clone(&self.inner), req));
+            tokio::spawn(
+                fill.run(S::clone(&self.inner), req)
+                    .instrument(tracing::Span::current()),
+            );
         }
         answer(held, CacheStatus::Updating)
     }
