@@ -55,22 +55,33 @@ impl Layers {
     }
 }
 
-/// The static value of an answer the cache gave from its entry without a call.
+/// The static value of an answer the cache gave from its entry without a call. Each
+/// value is a constant, checked once at compile time rather than byte by byte on every
+/// hit (`HeaderValue::from_static` outside a constant: ~400 instructions a hit).
 fn from_entry(status: CacheStatus, breaker: Option<BreakerState>) -> HeaderValue {
     use BreakerState::*;
-    let v = match (status, breaker) {
-        (CacheStatus::Hit, None) => "cache;desc=HIT",
-        (CacheStatus::Hit, Some(Closed)) => "cache;desc=HIT, breaker;desc=closed",
-        (CacheStatus::Hit, Some(Open)) => "cache;desc=HIT, breaker;desc=open",
-        (CacheStatus::Hit, Some(HalfOpen)) => "cache;desc=HIT, breaker;desc=half_open",
-        (CacheStatus::Hit, Some(ForcedOpen)) => "cache;desc=HIT, breaker;desc=forced_open",
-        (_, None) => "cache;desc=UPDATING",
-        (_, Some(Closed)) => "cache;desc=UPDATING, breaker;desc=closed",
-        (_, Some(Open)) => "cache;desc=UPDATING, breaker;desc=open",
-        (_, Some(HalfOpen)) => "cache;desc=UPDATING, breaker;desc=half_open",
-        (_, Some(ForcedOpen)) => "cache;desc=UPDATING, breaker;desc=forced_open",
-    };
-    HeaderValue::from_static(v)
+    macro_rules! constant {
+        ($v:literal) => {{
+            const V: HeaderValue = HeaderValue::from_static($v);
+            V
+        }};
+    }
+    match (status, breaker) {
+        (CacheStatus::Hit, None) => constant!("cache;desc=HIT"),
+        (CacheStatus::Hit, Some(Closed)) => constant!("cache;desc=HIT, breaker;desc=closed"),
+        (CacheStatus::Hit, Some(Open)) => constant!("cache;desc=HIT, breaker;desc=open"),
+        (CacheStatus::Hit, Some(HalfOpen)) => {
+            constant!("cache;desc=HIT, breaker;desc=half_open")
+        }
+        (CacheStatus::Hit, Some(ForcedOpen)) => {
+            constant!("cache;desc=HIT, breaker;desc=forced_open")
+        }
+        (_, None) => constant!("cache;desc=UPDATING"),
+        (_, Some(Closed)) => constant!("cache;desc=UPDATING, breaker;desc=closed"),
+        (_, Some(Open)) => constant!("cache;desc=UPDATING, breaker;desc=open"),
+        (_, Some(HalfOpen)) => constant!("cache;desc=UPDATING, breaker;desc=half_open"),
+        (_, Some(ForcedOpen)) => constant!("cache;desc=UPDATING, breaker;desc=forced_open"),
+    }
 }
 
 /// Milliseconds with one decimal.
