@@ -156,6 +156,28 @@ mod tests {
     }
 
     #[test]
+    fn a_304_and_paragons_own_error_statuses_are_recorded_as_sent() {
+        let report = CallReport::recording();
+        assert!(report.is_recording());
+        let cases = [
+            (Ok(ParagonResponse::new(Resource::NotModified)), Some(304)),
+            (Err(Error::NotFound), Some(404)),
+            (
+                Err(Error::UpstreamRateLimited {
+                    retry_after: Duration::from_secs(1),
+                }),
+                Some(429),
+            ),
+            (Err(Error::UpstreamStatus { status: 502 }), Some(502)),
+            (Err(Error::Connect("refused".into())), None),
+        ];
+        for (result, status) in cases {
+            report.record(&result, Duration::from_millis(1), Duration::ZERO);
+            assert_eq!(report.get().and_then(|c| c.status), status, "{result:?}");
+        }
+    }
+
+    #[test]
     fn the_default_report_records_nothing_and_reports_change_no_equality() {
         let off = CallReport::default();
         off.record(&Ok(user()), Duration::from_millis(1), Duration::ZERO);
