@@ -79,7 +79,7 @@ impl Gcra {
     /// number of calls (fractions included) still to be earned back, at the new price.
     /// A TAT in the past (nothing spent) stays as it is.
     pub fn reprice(&self, old: &Gcra, tat: u64, now: u64) -> u64 {
-        let Some(ahead) = tat.checked_sub(now).filter(|a| *a > 0) else {
+        let Some(ahead) = tat.checked_sub(now) else {
             return tat;
         };
         let ahead = u128::from(ahead) * u128::from(self.interval) / u128::from(old.interval.max(1));

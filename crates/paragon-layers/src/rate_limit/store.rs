@@ -192,3 +192,29 @@ impl RateStore for MemoryStore {
         self.reprice(&old.gcra(), &new.gcra());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_ends_the_pause_at_once() {
+        let store = MemoryStore::new(Clock::manual());
+        let gcra = Gcra::new(10, Duration::from_secs(1), 10);
+        store.pause_now(Duration::from_secs(30));
+        assert!(
+            matches!(
+                store.acquire_now(&gcra, Duration::ZERO),
+                Acquire::Paused { .. }
+            ),
+            "paused"
+        );
+        store.resume_now();
+        assert_eq!(
+            store.acquire_now(&gcra, Duration::ZERO),
+            Acquire::Admit {
+                wait: Duration::ZERO
+            }
+        );
+    }
+}

@@ -140,6 +140,26 @@ mod tests {
     }
 
     #[test]
+    fn new_limits_keep_what_the_window_counted() {
+        let mut b = RetryBudget::new(0.1, 1);
+        for _ in 0..4 {
+            assert!(b.try_spend(at(500)));
+        }
+        assert_eq!(b.left(at(500)), 6);
+        b.set_limits(0.1, 2);
+        assert_eq!(b.left(at(500)), 16, "twice the reserve, the 4 spent kept");
+        for _ in 0..100 {
+            b.record_first(at(600));
+        }
+        b.set_limits(0.5, 0);
+        assert_eq!(
+            b.left(at(600)),
+            46,
+            "half of 100 first attempts, less the 4 spent"
+        );
+    }
+
+    #[test]
     fn first_attempts_earn_their_ratio() {
         let mut b = RetryBudget::new(0.1, 0);
         assert!(!b.try_spend(at(0)), "no reserve, no first attempts");
