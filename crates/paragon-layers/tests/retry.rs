@@ -132,6 +132,34 @@ async fn one_transient_failure_is_retried_and_the_answer_says_two_attempts() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn new_settings_apply_to_the_next_call_and_the_budget_takes_the_new_reserve() {
+    let (upstream, mut rx) = Controlled::new();
+    let (svc, handle) = retry(config(), upstream.clone());
+    assert_eq!(handle.budget_left(), 10);
+    let new = config()
+        .max_attempts(1)
+        .budget_min_per_sec(3)
+        .build()
+        .unwrap();
+    handle.reconfigure(new);
+    assert_eq!(handle.config(), new);
+    assert_eq!(
+        handle.budget_left(),
+        30,
+        "the reserve of 3 a second, over 10 s"
+    );
+    let call = tokio::spawn(svc.oneshot(req(1)));
+    tokio::task::yield_now().await;
+    drain(&mut rx)
+        .into_iter()
+        .for_each(|p| p.fail(Fail::Upstream));
+    assert!(call.await.unwrap().is_err());
+    tokio::time::sleep(ms(500)).await;
+    assert!(drain(&mut rx).is_empty(), "one attempt only: no retry");
+    assert_eq!(upstream.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn answers_and_our_own_refusals_are_never_retried() {
     let cases = [
         Fail::NotFound,
