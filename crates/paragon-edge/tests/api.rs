@@ -257,6 +257,8 @@ async fn cors_follows_the_configured_origins() {
     assert!(r.header("access-control-allow-origin").is_none());
 }
 
+/// With CORS off, a browser's preflight gets no CORS headers, and a 405 that says how to
+/// turn CORS on.
 #[tokio::test]
 async fn no_cors_headers_without_configured_origins() {
     let edge = start_edge("").await;
@@ -271,6 +273,14 @@ async fn no_cors_headers_without_configured_origins() {
         )
         .await;
     assert!(r.header("access-control-allow-origin").is_none());
+    assert_eq!(r.status, 405);
+    let detail = r.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("server.cors_allowed_origins"), "{detail}");
+
+    // Another method that does not exist is refused without the hint.
+    let put = edge.request(Method::PUT, "/v1/users/u1", &[]).await;
+    assert_eq!(put.status, 405);
+    assert!(!put.text().contains("cors"), "{}", put.text());
 }
 
 #[tokio::test]

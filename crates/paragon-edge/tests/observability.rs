@@ -16,8 +16,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{start_edge, start_edge_with, wait_until, TestEdge};
-use paragon_sim::{Faults, SimConfig};
+use common::{all_failing, start_edge, start_edge_with, wait_until, TestEdge};
+use paragon_sim::SimConfig;
 use serde_json::Value;
 
 /// The longest one run of an external tool may take (Chromium starts slowly on a small
@@ -202,10 +202,7 @@ async fn admin_status_has_latency_transitions_and_answers_by_status() {
     assert_eq!(edge.get("/v1/users/u1").await.status, 200);
     edge.sim
         .sim()
-        .set_faults(Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        })
+        .set_faults(all_failing())
         .expect("valid faults");
     assert_eq!(edge.get("/v1/users/f1").await.status, 502);
     assert_eq!(edge.get("/v1/users/f2").await.status, 503);
@@ -325,10 +322,7 @@ async fn admin_ui_in_chromium_follows_a_failing_paragon() {
     // ParagoN fails every call: three 502s open the breaker, then it fails fast (503).
     edge.sim
         .sim()
-        .set_faults(Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        })
+        .set_faults(all_failing())
         .expect("valid faults");
     for id in ["f1", "f2", "f3"] {
         assert_eq!(edge.get(&format!("/v1/users/{id}")).await.status, 502);
@@ -595,10 +589,7 @@ async fn dashboard_and_alerts_name_only_metrics_a_live_edge_exposes() {
     assert_eq!(edge.get("/v1/users/u1").await.status, 200);
     edge.sim
         .sim()
-        .set_faults(Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        })
+        .set_faults(all_failing())
         .expect("valid faults");
     for id in ["f1", "f2"] {
         assert_eq!(edge.get(&format!("/v1/users/{id}")).await.status, 502);

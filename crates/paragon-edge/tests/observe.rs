@@ -5,20 +5,13 @@
 
 mod common;
 
-use common::{start_edge, start_edge_with, start_sim, EdgeProcess};
-use paragon_sim::{Faults, SimConfig};
+use common::{all_failing, start_edge, start_edge_with, start_sim, EdgeProcess};
+use paragon_sim::SimConfig;
 use reqwest::Method;
 
 fn timing(r: &common::Resp) -> String {
     r.header("server-timing")
         .unwrap_or_else(|| panic!("no Server-Timing on {} {}", r.status, r.text()))
-}
-
-fn all_failing() -> Faults {
-    Faults {
-        error_rate: 1.0,
-        ..Faults::default()
-    }
 }
 
 #[tokio::test]
@@ -140,33 +133,6 @@ async fn browsers_may_read_the_headers_and_preflights_offer_only_get() {
         preflight.header("access-control-allow-methods").as_deref(),
         Some("GET")
     );
-}
-
-#[tokio::test]
-async fn with_cors_off_a_preflight_is_told_how_to_turn_it_on() {
-    let edge = start_edge("").await;
-    let preflight = edge
-        .request(
-            Method::OPTIONS,
-            "/v1/users/u1",
-            &[
-                ("origin", "http://localhost:3000"),
-                ("access-control-request-method", "GET"),
-            ],
-        )
-        .await;
-    assert_eq!(preflight.status, 405);
-    assert!(preflight.header("access-control-allow-origin").is_none());
-    let detail = preflight.json()["detail"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(detail.contains("server.cors_allowed_origins"), "{detail}");
-
-    // Another method that does not exist is refused without the hint.
-    let put = edge.request(Method::PUT, "/v1/users/u1", &[]).await;
-    assert_eq!(put.status, 405);
-    assert!(!put.text().contains("cors"), "{}", put.text());
 }
 
 /// The lines of `log` that contain `needle`.

@@ -13,11 +13,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{assert_problem, client, start_sim, wait_until, WAIT};
+use common::{all_failing, assert_problem, client, start_sim, wait_until, WAIT};
 use paragon_edge::app::AppState;
 use paragon_edge::config::Settings;
 use paragon_layers::Clock;
-use paragon_sim::{Faults, SimConfig, SimHandle};
+use paragon_sim::{SimConfig, SimHandle};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -467,13 +467,7 @@ async fn the_breaker_keeps_its_state_through_a_reload() {
         SimConfig::default(),
     )
     .await;
-    edge.sim
-        .sim()
-        .set_faults(Faults {
-            error_rate: 1.0,
-            ..Faults::default()
-        })
-        .expect("faults");
+    edge.sim.sim().set_faults(all_failing()).expect("faults");
     for i in 0..2 {
         assert_eq!(edge.get(&format!("/v1/users/down-{i}")).await.status, 502);
     }

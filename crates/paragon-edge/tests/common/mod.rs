@@ -11,7 +11,7 @@ use std::time::Duration;
 use paragon_edge::app::AppState;
 use paragon_edge::config::{Config, Settings};
 use paragon_layers::Clock;
-use paragon_sim::{SimConfig, SimHandle, Simulator};
+use paragon_sim::{Faults, SimConfig, SimHandle, Simulator};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -704,5 +704,13 @@ impl EdgeProcess {
             let _ = tokio::time::timeout(WAIT, r).await;
         }
         (status, self.output_text())
+    }
+}
+
+/// The faults of a ParagoN that fails every call (500).
+pub fn all_failing() -> Faults {
+    Faults {
+        error_rate: 1.0,
+        ..Faults::default()
     }
 }
